@@ -1,0 +1,285 @@
+"""All training defaults in one typed place, with strict validation.
+
+A `TrainConfig` is what one trial trains. It is flat on purpose: every key is a readable name
+(`attraction_strategy`, `key_momentum`, `temperature`, `queue_size`, ...) that appears unchanged
+in `--set key=value` overrides, in search-space YAML files and as an MLflow parameter.
+
+Defaults follow SPEC.md: MoCo-v2 / LeOCLR on small images (the official MoCo CIFAR-10 demo's
+settings where the paper leaves a choice open), scaled so a CPU run shows a learning signal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ATTRACTION_STRATEGIES = ("moco_v2", "leoclr", "leoclr_random_original", "attract_all")
+MECHANISMS = ("momentum", "end_to_end")
+BACKBONES = ("small_cnn", "resnet18_cifar", "resnet18", "resnet50")
+HEADS = ("mlp", "linear")
+AUGMENTATIONS = ("v2", "v1")
+ENQUEUE = ("both", "first")
+DATASETS = ("photo_patches", "digits", "cifar10", "cifar100", "stl10", "imagefolder", "parquet")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value. The message names the source, the key, the value and why."""
+
+
+@dataclass
+class TrainConfig:
+    # ---- data ----------------------------------------------------------------------------
+    dataset: str = "photo_patches"
+    data_root: str | None = None  # required for cifar10/100, stl10, imagefolder, parquet
+    download: bool = False  # let torchvision download CIFAR/STL when the machine is online
+    image_size: int = 32  # decoded/stored size of every image (square), pixels
+    view_size: int | None = None  # resolution of the training views; None = image_size
+    photo_patches: dict = field(default_factory=dict)  # options for the photo_patches builder
+    loader_workers: int = 0  # DataLoader processes for file-backed datasets
+    # ---- views (augmentation) --------------------------------------------------------------
+    augmentation: str = "v2"  # MoCo augmentation preset: v2 (aug+) or v1
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area range
+    blur_prob: float | None = None  # None = preset default (v2: 0.5, v1: 0)
+    # ---- model -----------------------------------------------------------------------------
+    backbone: str = "resnet18_cifar"
+    head: str = "mlp"  # mlp = MoCo v2 head, linear = MoCo v1 head
+    embedding_dim: int = 128
+    bn_splits: int = 0  # SplitBatchNorm groups for single-process runs; 0 = auto (8 if 1 worker)
+    shuffle_bn: bool = True  # shuffle key batches across workers (or splits) before f_k
+    # ---- method (SPEC.md) ------------------------------------------------------------------
+    attraction_strategy: str = "leoclr"
+    mechanism: str = "momentum"  # momentum (queue + key encoder) or end_to_end (NT-Xent)
+    symmetric: bool = False  # moco_v2 only: also l(q2, k1)
+    enqueue: str = "both"  # which key views enter the queue: both (all) or first
+    key_momentum: float = 0.99  # m in theta_k <- m theta_k + (1 - m) theta_q
+    temperature: float = 0.2  # tau
+    queue_size: int = 4096  # K negatives
+    # ---- optimisation ----------------------------------------------------------------------
+    epochs: int = 10
+    batch_size: int = 256  # global batch (all workers together)
+    lr: float = 0.06  # base learning rate per 256 images; actual lr = lr * batch_size / 256
+    optimizer_momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0
+    # ---- monitoring ------------------------------------------------------------------------
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_every: int = 1  # epochs between kNN evaluations (always at the last epoch)
+    knn_at_start: bool = False  # also measure the random-init encoder (epoch 0)
+    finite_check_every: int = 20  # steps between host syncs that check the loss is finite
+    # ---- runtime ---------------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16 on cuda) | bf16 | off
+    channels_last: str = "auto"  # auto (on cuda) | on | off
+    compile: bool = False  # torch.compile the encoders
+    checkpoint_every: int = 1  # epochs between checkpoints (always at the last epoch)
+    max_steps_per_epoch: int | None = None  # cap for smoke tests
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> "TrainConfig":
+        """Build and validate a config; `source` (a file name) prefixes every error message."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of keys to values, got {type(values).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            hints = [f"{k!r}{_did_you_mean(k, known)}" for k in unknown]
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(hints)}")
+        hints_by_name = typing.get_type_hints(cls)
+        coerced = {k: _coerce(source, k, v, hints_by_name[k]) for k, v in values.items()}
+        cfg = cls(**coerced)
+        cfg.validate(source)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "TrainConfig":
+        values = load_yaml_mapping(path)
+        values.update(parse_overrides(overrides or []))
+        return cls.from_dict(values, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["crop_scale"] = list(self.crop_scale)
+        return d
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def resolved_view_size(self) -> int:
+        return self.view_size or self.image_size
+
+    def scaled_lr(self) -> float:
+        """Linear scaling rule: lr * global batch / 256."""
+        return self.lr * self.batch_size / 256
+
+    def keys_enqueued_per_image(self) -> int:
+        from trainables.losses import STRATEGIES  # local import: losses imports nothing from here
+
+        spec = STRATEGIES[self.attraction_strategy]
+        n_keys = len(spec.key_views(self.symmetric))
+        return n_keys if self.enqueue == "both" else 1
+
+    def validate(self, source: str = "config") -> None:
+        def bad(key: str, reason: str) -> ConfigError:
+            return ConfigError(f"{source}: {key}={getattr(self, key)!r}: {reason}")
+
+        for key, allowed in (
+            ("attraction_strategy", ATTRACTION_STRATEGIES),
+            ("mechanism", MECHANISMS),
+            ("backbone", BACKBONES),
+            ("head", HEADS),
+            ("augmentation", AUGMENTATIONS),
+            ("enqueue", ENQUEUE),
+            ("dataset", DATASETS),
+            ("device", ("auto", "cpu", "cuda")),
+            ("amp", ("auto", "bf16", "off")),
+            ("channels_last", ("auto", "on", "off")),
+        ):
+            if getattr(self, key) not in allowed:
+                raise bad(key, f"must be one of {', '.join(allowed)}")
+        if not 0.0 <= self.key_momentum < 1.0:
+            raise bad("key_momentum", "must be in [0, 1) (theta_k <- m theta_k + (1 - m) theta_q)")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise bad("temperature", "must be a finite number > 0")
+        if not (self.knn_temperature > 0):
+            raise bad("knn_temperature", "must be > 0")
+        for key in ("epochs", "batch_size", "image_size", "embedding_dim", "knn_k", "knn_every",
+                    "checkpoint_every", "finite_check_every"):
+            if getattr(self, key) < 1:
+                raise bad(key, "must be >= 1")
+        for key in ("bn_splits", "loader_workers"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must be >= 0")
+        if self.view_size is not None and self.view_size < 8:
+            raise bad("view_size", "must be >= 8 pixels (or null for image_size)")
+        if self.image_size < 8:
+            raise bad("image_size", "must be >= 8 pixels")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise bad("max_steps_per_epoch", "must be >= 1 or null")
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise bad("crop_scale", "must be two numbers 0 < min <= max <= 1")
+        if self.blur_prob is not None and not 0.0 <= self.blur_prob <= 1.0:
+            raise bad("blur_prob", "must be a probability in [0, 1] (or null for the preset)")
+        for key in ("lr", "weight_decay", "optimizer_momentum", "warmup_epochs"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise bad(key, "must be a finite number >= 0")
+        if self.lr == 0:
+            raise bad("lr", "must be > 0")
+        if self.optimizer_momentum >= 1:
+            raise bad("optimizer_momentum", "must be < 1")
+        if self.warmup_epochs >= self.epochs:
+            raise bad("warmup_epochs", f"must be smaller than epochs ({self.epochs})")
+        if self.symmetric and self.attraction_strategy != "moco_v2":
+            raise bad("symmetric", "only applies to attraction_strategy=moco_v2")
+        if self.mechanism == "momentum" and self.queue_size < self.batch_size:
+            raise bad(
+                "queue_size",
+                f"must be >= the global batch_size ({self.batch_size}); a queue smaller than one "
+                "batch of keys would hold fewer negatives than the batch itself",
+            )
+        if self.mechanism == "momentum" and self.queue_size < 1:
+            raise bad("queue_size", "must be >= 1")
+        if self.dataset in ("cifar10", "cifar100", "stl10", "imagefolder", "parquet") and not self.data_root:
+            raise bad("data_root", f"dataset {self.dataset!r} needs data_root (the folder holding its files)")
+        if not isinstance(self.photo_patches, dict):
+            raise bad("photo_patches", "must be a mapping of builder options")
+
+
+# ------------------------------------------------------------------------------------------
+def _did_you_mean(key: str, known: Mapping[str, Any]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against the field's type; ints are accepted where floats are expected."""
+    where = f"{source}: {key}={value!r}"
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(source, key, value, inner)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {type(value).__name__}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {type(value).__name__}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {type(value).__name__}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {type(value).__name__}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} numbers")
+        return tuple(_coerce(source, key, v, a) for v, a in zip(value, args))
+    if hint is dict or origin is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # pragma: no cover
+
+
+def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors name the file and the YAML problem."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Parse `key=value` strings; values are YAML scalars/lists (`lr=0.1`, `crop_scale=[0.08,1]`)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: cannot parse value: {exc}") from None
+    return out

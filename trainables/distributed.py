@@ -1,0 +1,86 @@
+"""Distributed pieces behind one flag: every function works unchanged on one process.
+
+- `concat_all_gather`: keys from all workers, rank order, no gradient (MoCo's queue update).
+- `all_gather_with_grad`: embeddings from all workers with gradient (end-to-end negatives).
+- `shuffle_bn_forward`: the key encoder sees a batch shuffled across workers (shuffle-BN, MoCo
+  Sec. 3.3) so BN statistics cannot leak which key is the positive; on one process the batch is
+  shuffled within itself and SplitBatchNorm splits it into groups, as in the official demo.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+@torch.no_grad()
+def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
+    """x: N x ... on each rank (same N) -> (world * N) x ..., rank 0's rows first."""
+    if not is_distributed():
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Like concat_all_gather but gradients flow back to each rank's own slice."""
+    if not is_distributed():
+        return x
+    import torch.distributed.nn.functional as dist_fn
+
+    return torch.cat(dist_fn.all_gather(x.contiguous()), dim=0)
+
+
+def all_gather_variable(x: torch.Tensor) -> torch.Tensor:
+    """Gather tensors whose first dimension differs between ranks (padded, then trimmed)."""
+    if not is_distributed():
+        return x
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    sizes = [int(s) for s in sizes]
+    padded = torch.zeros((max(sizes),) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
+    padded[: x.shape[0]] = x
+    out = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(out, padded)
+    return torch.cat([o[:s] for o, s in zip(out, sizes)], dim=0)
+
+
+@torch.no_grad()
+def shuffle_bn_forward(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Compute fn(x) (x: N x ...) with the batch shuffled across all workers before fn and
+    unshuffled after, so the i-th output row still belongs to the i-th input row.
+
+    The permutation is drawn on rank 0 and broadcast (`generator` must live on the CPU).
+    Single process: a shuffle within the batch (meaningful with SplitBatchNorm).
+    """
+    if not is_distributed():
+        perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+        out = fn(x[perm])
+        return out[torch.argsort(perm)]
+    world, r = dist.get_world_size(), dist.get_rank()
+    n = x.shape[0]
+    x_all = concat_all_gather(x)  # (world*N) x ...
+    perm = torch.randperm(world * n, generator=generator).to(x.device)
+    dist.broadcast(perm, src=0)
+    unperm = torch.argsort(perm)
+    out_this = fn(x_all[perm.view(world, n)[r]])  # this rank's share of the shuffled batch
+    out_all = concat_all_gather(out_this)  # rows in shuffled order
+    return out_all[unperm.view(world, n)[r]]
