@@ -1,0 +1,128 @@
+"""Distributed pieces with 2 CPU processes (gloo): key gathering, shuffle-BN, DDP gradients.
+
+Each test spawns 2 processes that write their results to files; the parent checks them against
+a single-process computation of the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trainables import distributed as D
+from trainables.losses import leoclr_loss
+from trainables.models import Encoder, KeyQueue, convert_split_bn, make_key_encoder
+
+WORLD = 2
+
+
+def _init(rank: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=rank, world_size=WORLD)
+
+
+def _run(fn, tmp_path, *args):
+    mp.spawn(fn, args=(str(tmp_path), *args), nprocs=WORLD, join=True)
+    return [torch.load(tmp_path / f"out{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+# ------------------------------------------------------------------------------------------
+def _gather_and_shuffle_worker(rank: int, tmp: str) -> None:
+    _init(rank, tmp)
+    x = torch.arange(8, dtype=torch.float32).view(4, 2) + 100 * rank  # rank-tagged rows
+    gathered = D.concat_all_gather(x)
+    seen = {}
+
+    def record(batch):  # a per-sample function that also records what it was given
+        seen["batch"] = batch.clone()
+        return batch * 2
+
+    gen = torch.Generator().manual_seed(123)
+    out = D.shuffle_bn_forward(record, x, gen)
+    # BN in train mode on the shuffled sub-batch: the statistics come from a mixed group
+    bn = nn.BatchNorm1d(2)
+    gen = torch.Generator().manual_seed(123)
+    bn_out = D.shuffle_bn_forward(bn, x, gen)
+    queue = KeyQueue(6, 2, torch.Generator().manual_seed(0))
+    queue.enqueue(D.concat_all_gather(x))
+    torch.save({"x": x, "gathered": gathered, "out": out, "seen": seen["batch"], "bn_out": bn_out,
+                "queue": queue.keys.clone()}, f"{tmp}/out{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_concat_all_gather_and_shuffle_bn(tmp_path):
+    outs = _run(_gather_and_shuffle_worker, tmp_path)
+    x_all = torch.cat([o["x"] for o in outs])
+    for r, o in enumerate(outs):
+        torch.testing.assert_close(o["gathered"], x_all)  # rank order, on every rank
+        torch.testing.assert_close(o["out"], o["x"] * 2)  # unshuffled back to this rank's rows
+        torch.testing.assert_close(o["queue"], outs[0]["queue"])  # queue identical on all ranks
+    # the key encoder saw a shuffled mix of both ranks' samples, not its own batch
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(123))
+    for r, o in enumerate(outs):
+        torch.testing.assert_close(o["seen"], x_all[perm.view(WORLD, 4)[r]])
+    assert any(((o["seen"] >= 100).any() and (o["seen"] < 100).any()) for o in outs)
+    # BN statistics: hand computation of BN over each rank's shuffled group, then unshuffled
+    expected = torch.empty_like(x_all)
+    for r in range(WORLD):
+        idx = perm.view(WORLD, 4)[r]
+        group = x_all[idx]
+        expected[idx] = (group - group.mean(0)) / torch.sqrt(group.var(0, unbiased=False) + 1e-5)
+    torch.testing.assert_close(torch.cat([o["bn_out"] for o in outs]), expected, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------
+N = 4  # per-rank batch
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(7)
+    return [torch.randn(WORLD * N, 3, 16, 16, generator=g) for _ in range(3)]  # X, X1, X2 (global)
+
+
+def _loss_and_grads(query, key, views, queue):
+    u = F.normalize(query(views[0]), dim=1)
+    with torch.no_grad():
+        v1, v2 = (F.normalize(key(v), dim=1) for v in views[1:])
+    loss = leoclr_loss(u, v1, v2, queue, 0.2)
+    loss.backward()
+    return loss.detach(), (v1, v2)
+
+
+def _ddp_worker(rank: int, tmp: str) -> None:
+    _init(rank, tmp)
+    torch.manual_seed(0)
+    encoder = Encoder("small_cnn", "mlp", 16)
+    key = make_key_encoder(encoder)
+    ddp = nn.parallel.DistributedDataParallel(encoder)
+    views = [v[rank::WORLD] for v in _inputs()]  # this rank's share of the global batch
+    queue = KeyQueue(32, 16, torch.Generator().manual_seed(1))
+    loss, keys = _loss_and_grads(ddp, key, views, queue.keys)
+    queue.enqueue(D.concat_all_gather(torch.cat(keys)))
+    grads = {n: p.grad.clone() for n, p in encoder.named_parameters()}
+    torch.save({"grads": grads, "loss": loss, "queue": queue.keys.clone()}, f"{tmp}/out{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_gradients_match_single_process_on_the_global_batch(tmp_path):
+    outs = _run(_ddp_worker, tmp_path)
+    # single process: same init, the whole global batch, SplitBatchNorm(2) reproducing per-rank BN
+    # (split j = samples j, j+2, ... = rank j's share above)
+    torch.manual_seed(0)
+    encoder = Encoder("small_cnn", "mlp", 16)
+    key = make_key_encoder(encoder)
+    convert_split_bn(encoder, WORLD)
+    convert_split_bn(key, WORLD)
+    queue = KeyQueue(32, 16, torch.Generator().manual_seed(1))
+    loss, _ = _loss_and_grads(encoder, key, _inputs(), queue.keys)
+    assert loss.item() == pytest.approx(float(sum(o["loss"] for o in outs) / WORLD), rel=1e-5)
+    for name, p in encoder.named_parameters():
+        for o in outs:  # DDP averaged the gradients: identical on both ranks and equal to ours
+            torch.testing.assert_close(o["grads"][name], p.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(outs[0]["queue"], outs[1]["queue"])
