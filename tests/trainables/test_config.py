@@ -77,3 +77,9 @@ def test_missing_file_and_bad_override(tmp_path):
         TrainConfig.from_yaml(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_overrides(["temperature"])
+
+
+def test_dataset_names_agree_with_the_data_module():
+    from trainables import config, data
+
+    assert config.DATASETS == data.DATASETS

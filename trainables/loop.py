@@ -1,0 +1,411 @@
+"""The per-worker training loop of LeOCLR / MoCo-v2 (pure PyTorch; knows nothing of Ray).
+
+`train_fn_per_worker(config, report)` trains one model. It runs with world size 1 or under an
+initialised torch.distributed process group (DDP; gloo on CPU, NCCL on GPU), so the same
+function serves `leoclr train` (one process), torchrun, and Ray Train's TorchTrainer workers.
+
+One step (momentum mechanism):
+  views   = ViewMaker(images)                       # e.g. (X, X1, X2) for leoclr, on device
+  q_i     = normalize(f_q(view_i))  for query views  # with gradient
+  k_j     = normalize(f_k(view_j))  for key views    # no gradient, shuffle-BN
+  loss    = strategy.loss(q, k, queue, tau)          # losses.py (Eq. 2, Eq. 3, Table 8)
+  SGD step; theta_k <- m theta_k + (1 - m) theta_q   # models.ema_update_ (Eq. 1)
+  queue.enqueue(all_gather(k to enqueue))            # FIFO, any batch size
+
+Once per epoch: the kNN monitor, a checkpoint (atomic: temp dir, then rename), and
+`report(metrics, checkpoint_dir_or_None)` on every rank (the injected reporting hook).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from trainables import distributed as D
+from trainables.config import ConfigError, TrainConfig
+from trainables.data import TensorImageDataset, iterate_batches, load_data, num_batches
+from trainables.knn import extract_features, knn_accuracy
+from trainables.losses import STRATEGIES, end_to_end_loss
+from trainables.models import Encoder, KeyQueue, convert_split_bn, ema_update_, make_key_encoder
+from trainables.views import ViewConfig, ViewMaker
+
+CHECKPOINT_FILE = "checkpoint.pt"
+ENCODER_FILE = "encoder.pt"
+CHECKPOINT_FORMAT = 1
+# Settings that fix the shapes of the saved tensors: a checkpoint must agree on all of them.
+STRUCTURAL_KEYS = ("backbone", "head", "embedding_dim", "mechanism", "queue_size")
+
+ReportFn = Callable[[dict[str, Any], "str | None"], None]
+
+
+class DivergenceError(RuntimeError):
+    """The loss stopped being finite: the trial must fail instead of training on NaNs."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read or does not fit this configuration (message names the file)."""
+
+
+def _seed_for(*parts: Any) -> int:
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device='cuda' but no CUDA device is visible to this process")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Linear warm-up for `warmup_steps`, then half-cosine decay to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class Trainer:
+    """State of one worker's training: models, queue, optimizer, data, counters."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device | None = None):
+        self.cfg = cfg
+        self.rank, self.world = D.rank(), D.world_size()
+        if cfg.batch_size % self.world:
+            raise ConfigError(
+                f"batch_size={cfg.batch_size} is not divisible by the {self.world} workers"
+            )
+        self.local_batch = cfg.batch_size // self.world
+        self.device = device or resolve_device(cfg)
+        cuda = self.device.type == "cuda"
+        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and cuda)
+        self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
+        self.strategy = STRATEGIES[cfg.attraction_strategy]
+        self.momentum_mechanism = cfg.mechanism == "momentum"
+
+        # Data: rank 0 builds caches / downloads first, the others then read them.
+        if self.rank != 0:
+            dist.barrier()
+        self.data = load_data(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size,
+                              download=cfg.download, photo_patches=cfg.photo_patches)
+        if self.rank == 0 and D.is_distributed():
+            dist.barrier()
+        self.steps_per_epoch = num_batches(self.data.pretrain, self.local_batch,
+                                           world_size=self.world, drop_last=True)
+        if cfg.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"batch_size={cfg.batch_size}: the {cfg.dataset} training set has "
+                f"{len(self.data.pretrain)} images, fewer than one global batch"
+            )
+        self.views = ViewMaker(ViewConfig(size=cfg.resolved_view_size, crop_scale=tuple(cfg.crop_scale),
+                                          preset=cfg.augmentation, blur_prob=cfg.blur_prob))
+
+        # Models: identical initialisation on every rank (DDP also broadcasts rank 0's weights).
+        torch.manual_seed(cfg.seed)
+        encoder = Encoder(cfg.backbone, cfg.head, cfg.embedding_dim)
+        self.bn_splits = cfg.bn_splits or (8 if self.world == 1 else 1)
+        if self.momentum_mechanism and self.world == 1 and cfg.shuffle_bn and self.bn_splits > 1:
+            if self.local_batch % self.bn_splits:
+                raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by bn_splits={self.bn_splits}")
+            encoder = convert_split_bn(encoder, self.bn_splits)
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        self.query_encoder = encoder.to(self.device, memory_format=memory_format)
+        self.key_encoder = self.queue = None
+        if self.momentum_mechanism:
+            self.key_encoder = make_key_encoder(self.query_encoder)
+            queue_gen = torch.Generator().manual_seed(_seed_for(cfg.seed, "queue"))
+            self.queue = KeyQueue(cfg.queue_size, cfg.embedding_dim, queue_gen).to(self.device)
+        self.query_fwd = self.query_encoder
+        if D.is_distributed():
+            self.query_fwd = DDP(self.query_encoder, device_ids=[self.device.index] if cuda else None)
+        self.key_fwd = self.key_encoder
+        if cfg.compile:
+            self.query_fwd = torch.compile(self.query_fwd)
+            if self.key_encoder is not None:
+                self.key_fwd = torch.compile(self.key_encoder)
+
+        self.base_lr = cfg.scaled_lr()
+        self.optimizer = torch.optim.SGD(self.query_encoder.parameters(), lr=self.base_lr,
+                                         momentum=cfg.optimizer_momentum, weight_decay=cfg.weight_decay)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.epoch = 0  # epochs completed
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ---------------------------------------------------------------------------------------
+    def _autocast(self):
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _set_lr(self) -> float:
+        lr = lr_at(self.global_step, self.total_steps, self.warmup_steps, self.base_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _embed(self, fn, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return F.normalize(fn(x).float(), dim=1)
+
+    def train_step(self, images: torch.Tensor, view_gen: torch.Generator,
+                   shuffle_gen: torch.Generator) -> torch.Tensor:
+        """One optimisation step on a local batch of uint8 images (B x 3 x S x S, on device)."""
+        cfg, spec = self.cfg, self.strategy
+        views = self.views(images, spec.views, view_gen)
+        self._set_lr()
+        with self._autocast():
+            if self.momentum_mechanism:
+                qs = [self._embed(self.query_fwd, views[i]) for i in spec.query_views(cfg.symmetric)]
+                with torch.no_grad():
+                    key_fn = lambda x: self._embed(self.key_fwd, x)  # noqa: E731
+                    ks = [
+                        D.shuffle_bn_forward(key_fn, views[i], shuffle_gen) if cfg.shuffle_bn else key_fn(views[i])
+                        for i in spec.key_views(cfg.symmetric)
+                    ]
+                loss = spec.loss(qs, ks, self.queue.keys, cfg.temperature)
+            else:
+                zs = [D.all_gather_with_grad(self._embed(self.query_fwd, v)) for v in views]
+                loss = end_to_end_loss(zs, spec.pairs, cfg.temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.momentum_mechanism:
+            ema_update_(self.key_encoder, self.query_encoder, cfg.key_momentum)
+            new_keys = ks if cfg.enqueue == "both" else ks[:1]
+            self.queue.enqueue(D.concat_all_gather(torch.cat(new_keys, dim=0)))
+        self.global_step += 1
+        return loss.detach()
+
+    def _check_finite(self, loss_sum: torch.Tensor, step: int) -> None:
+        total = loss_sum.clone()
+        if D.is_distributed():
+            dist.all_reduce(total)  # every rank reaches the same verdict (no deadlock)
+        if not torch.isfinite(total).item():
+            raise DivergenceError(
+                f"loss is not finite ({total.item()}) at epoch {self.epoch + 1}, step {step + 1} "
+                f"(lr={self.optimizer.param_groups[0]['lr']:.4g}, temperature={self.cfg.temperature}); "
+                "the run diverged: lower lr or raise temperature"
+            )
+
+    def train_epoch(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.query_encoder.train()
+        if self.key_encoder is not None:
+            self.key_encoder.train()
+        # Per-epoch generators: a resumed run draws exactly the views it would have drawn.
+        view_gen = torch.Generator(self.device).manual_seed(_seed_for(cfg.seed, "views", self.epoch, self.rank))
+        shuffle_gen = torch.Generator().manual_seed(_seed_for(cfg.seed, "shuffle", self.epoch))
+        loss_sum = torch.zeros((), device=self.device)
+        start = time.perf_counter()
+        steps = 0
+        batches = iterate_batches(self.data.pretrain, self.local_batch, shuffle=True, seed=cfg.seed,
+                                  epoch=self.epoch, rank=self.rank, world_size=self.world, drop_last=True,
+                                  num_workers=cfg.loader_workers, pin_memory=self.device.type == "cuda")
+        for images, _ in batches:
+            if steps >= self.steps_per_epoch:
+                break
+            images = images.to(self.device, non_blocking=True)
+            loss_sum += self.train_step(images, view_gen, shuffle_gen)
+            steps += 1
+            if steps % cfg.finite_check_every == 0:
+                self._check_finite(loss_sum, steps - 1)
+        self._check_finite(loss_sum, steps - 1)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        train_time = time.perf_counter() - start
+        mean_loss = loss_sum / steps
+        if D.is_distributed():
+            dist.all_reduce(mean_loss)
+            mean_loss /= self.world
+        return {
+            "loss": mean_loss.item(),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "images_per_s": steps * cfg.batch_size / train_time,
+            "train_time_s": train_time,
+            "steps": steps,
+        }
+
+    # ---------------------------------------------------------------------------------------
+    def _eval_batches(self, ds, batch_size: int = 512):
+        """This rank's share of a labelled split, in order, nothing dropped."""
+        if isinstance(ds, TensorImageDataset):
+            images, labels = ds.images[self.rank :: self.world], ds.labels[self.rank :: self.world]
+            for s in range(0, images.shape[0], batch_size):
+                yield images[s : s + batch_size], labels[s : s + batch_size]
+            return
+        subset = torch.utils.data.Subset(ds, range(self.rank, len(ds), self.world))
+        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False,
+                                             num_workers=self.cfg.loader_workers)
+        yield from loader
+
+    @torch.no_grad()
+    def knn_eval(self) -> dict[str, float]:
+        """kNN top-1/top-5 (percent) of the query backbone: bank = memory split, queries = test."""
+        encoder = self.query_encoder
+        was_training = encoder.training
+        encoder.eval()
+        prepare = lambda x: self.views.eval_view(x.to(self.device, non_blocking=True))  # noqa: E731
+        fn = lambda x: encoder.features(  # noqa: E731
+            x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
+        try:
+            with self._autocast():
+                bank, bank_y = extract_features(fn, self._eval_batches(self.data.memory), prepare)
+                test, test_y = extract_features(fn, self._eval_batches(self.data.test), prepare)
+        finally:
+            encoder.train(was_training)
+        return knn_accuracy(test, test_y, bank, bank_y, len(self.data.classes),
+                            k=self.cfg.knn_k, t=self.cfg.knn_temperature)
+
+    # ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "config": self.cfg.to_dict(),
+            "query_encoder": self.query_encoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.momentum_mechanism:
+            state["key_encoder"] = self.key_encoder.state_dict()
+            state["queue"] = self.queue.state_dict()
+        return state
+
+    def save_checkpoint(self, directory: str | Path) -> Path:
+        """Write `directory/epoch_NNNN/` atomically (temp dir + rename); rank 0 only."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        final = directory / f"epoch_{self.epoch:04d}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp_epoch_{self.epoch:04d}_", dir=directory))
+        try:
+            torch.save(self.state_dict(), tmp / CHECKPOINT_FILE)
+            torch.save({"backbone": self.cfg.backbone, "state_dict": self.query_encoder.backbone.state_dict(),
+                        "feature_dim": self.query_encoder.feature_dim}, tmp / ENCODER_FILE)
+            self.cfg.save(tmp / "config.json")
+            (tmp / "metrics.json").write_text(json.dumps(self.history[-1] if self.history else {}, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore everything saved by `save_checkpoint` (a checkpoint dir or its checkpoint.pt)."""
+        path = Path(path)
+        file = path / CHECKPOINT_FILE if path.is_dir() else path
+        state = load_checkpoint_file(file)
+        saved = state.get("config", {})
+        mismatched = [k for k in STRUCTURAL_KEYS if saved.get(k) != getattr(self.cfg, k)]
+        if mismatched:
+            detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs config {getattr(self.cfg, k)!r}" for k in mismatched)
+            raise CheckpointError(f"{file}: checkpoint does not match this configuration ({detail})")
+        try:
+            self.query_encoder.load_state_dict(state["query_encoder"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.momentum_mechanism:
+                self.key_encoder.load_state_dict(state["key_encoder"])
+                self.queue.load_state_dict(state["queue"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{file}: checkpoint does not fit the model: {exc}") from None
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.history = list(state.get("history", []))
+        torch.set_rng_state(state["torch_rng"])
+
+    # ---------------------------------------------------------------------------------------
+    def fit(self, report: ReportFn | None = None, checkpoint_dir: str | Path | None = None,
+            keep_checkpoints: int | None = 2) -> dict[str, Any]:
+        """Train the remaining epochs; returns the last epoch's metrics."""
+        cfg = self.cfg
+        own_tmp = checkpoint_dir is None
+        if own_tmp and self.rank == 0:
+            checkpoint_dir = tempfile.mkdtemp(prefix="leoclr_ckpt_")
+        init_metrics = {}
+        if cfg.knn_at_start and self.epoch == 0:
+            init_metrics = {f"{k}_init": v for k, v in self.knn_eval().items()}
+        written: list[Path] = []
+        try:
+            while self.epoch < cfg.epochs:
+                epoch_start = time.perf_counter()
+                metrics = self.train_epoch()
+                self.epoch += 1
+                if self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs:
+                    knn_start = time.perf_counter()
+                    metrics.update(self.knn_eval())
+                    metrics["knn_time_s"] = time.perf_counter() - knn_start
+                metrics.update(init_metrics)
+                init_metrics = {}
+                metrics["epoch"] = self.epoch
+                metrics["epoch_time_s"] = time.perf_counter() - epoch_start
+                self.history.append(metrics)
+                ckpt = None
+                if self.rank == 0 and (self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs):
+                    ckpt = self.save_checkpoint(checkpoint_dir)
+                    written.append(ckpt)
+                if report is not None:
+                    report(dict(metrics), str(ckpt) if ckpt else None)
+                while keep_checkpoints is not None and len(written) > keep_checkpoints:
+                    shutil.rmtree(written.pop(0), ignore_errors=True)
+        finally:
+            if own_tmp and self.rank == 0:
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        return self.history[-1] if self.history else {}
+
+
+def load_checkpoint_file(file: str | Path) -> dict[str, Any]:
+    """torch.load with weights_only=True; unreadable/corrupt files raise CheckpointError naming it."""
+    file = Path(file)
+    if not file.exists():
+        raise CheckpointError(f"{file}: checkpoint not found")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle error, foreign object...
+        raise CheckpointError(f"{file}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{file}: not a leoclr checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    return state
+
+
+def train_fn_per_worker(
+    config: TrainConfig | Mapping[str, Any],
+    report: ReportFn | None = None,
+    *,
+    resume_from: str | None = None,
+    checkpoint_dir: str | None = None,
+    keep_checkpoints: int | None = 2,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
+    """Train one model on this worker (see module docstring). Returns the final metrics.
+
+    report(metrics, checkpoint_dir) is called on every rank after every epoch; the checkpoint
+    directory (rank 0 only, else None) stays valid until the call returns.
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    trainer = Trainer(cfg, device=device)
+    if resume_from:
+        trainer.load_checkpoint(resume_from)
+    return trainer.fit(report, checkpoint_dir=checkpoint_dir, keep_checkpoints=keep_checkpoints)
