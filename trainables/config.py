@@ -13,11 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+import yaml
 
 ATTRACTION_STRATEGIES = ("moco_v2", "leoclr", "leoclr_random_original", "attract_all")
 MECHANISMS = ("momentum", "end_to_end")
@@ -247,10 +250,50 @@ def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
     raise TypeError(f"unsupported config type {hint!r} for {key}")  # pragma: no cover
 
 
+class StrictYamlLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and reads 1e-4 as a float (as YAML 1.2 does)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None,
+                            f"duplicate key {key!r} (first given on line {seen[key] + 1})",
+                            key_node.start_mark)
+                    seen[key] = key_node.start_mark.line
+                except TypeError:  # unhashable key: let PyYAML report it
+                    pass
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse YAML text strictly; errors name `source` and the line/column of the problem."""
+    try:
+        return yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        context = f" ({exc.context})" if exc.context else ""
+        raise ConfigError(f"{source}: malformed YAML: {where}{exc.problem}{context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: malformed YAML: {exc}") from None
+
+
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; errors name the file and the YAML problem."""
-    import yaml
-
     path = Path(path)
     try:
         text = path.read_text()
@@ -258,10 +301,7 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+    data = read_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -271,15 +311,10 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Parse `key=value` strings; values are YAML scalars/lists (`lr=0.1`, `crop_scale=[0.08,1]`)."""
-    import yaml
-
     out: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key=value")
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: cannot parse value: {exc}") from None
+        out[key.strip()] = read_yaml(raw, f"--set {item!r}") if raw.strip() else None
     return out

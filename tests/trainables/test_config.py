@@ -83,3 +83,13 @@ def test_dataset_names_agree_with_the_data_module():
     from trainables import config, data
 
     assert config.DATASETS == data.DATASETS
+
+
+def test_yaml_reads_exponent_floats_and_refuses_duplicate_keys(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("weight_decay: 1e-4\nlr: 3E-2\n")
+    cfg = TrainConfig.from_yaml(path, ["temperature=5e-2"])
+    assert cfg.weight_decay == 1e-4 and cfg.lr == 0.03 and cfg.temperature == 0.05
+    path.write_text("lr: 0.1\nlr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"t.yaml: malformed YAML: line 2, column 1: duplicate key 'lr'"):
+        TrainConfig.from_yaml(path)
