@@ -77,10 +77,68 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _sweep_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="run a hyperparameter search or ablation grid with Ray Tune",
+                       description="Run a sweep: SPACE is a shipped name (demo, table8, ...) or a YAML path.")
+    p.add_argument("space", nargs="?", help="search space: shipped name or path (not needed with --resume)")
+    p.add_argument("--name", help="sweep name (default: <space>-<time>); names the results folder and study")
+    p.add_argument("--resume", metavar="NAME", help="continue sweep NAME: unfinished trials and the same study")
+    p.add_argument("--storage", help="results/checkpoint root (default: ./runs, or $LEOCLR_STORAGE); "
+                                     "any pyarrow URI such as s3://bucket/path")
+    p.add_argument("--study-storage", help="RDB URL of the Optuna study (default: SQLite next to the results)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else an in-process runtime)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the in-process Ray runtime (default: all)")
+    p.add_argument("--trials", type=int, help="override budget.trials")
+    p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
+    p.add_argument("--dry-run", action="store_true", help="validate, print the resolved space and first configs")
+    p.add_argument("--smoke-test", action="store_true", help="the tiny `smoke` space with 2 trials")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    from leoclr_platform import spaces
+    from leoclr_platform.sweep import print_outcome, run_sweep
+
+    if args.resume:
+        if args.space:
+            print("leoclr: note: SPACE is ignored with --resume (the sweep's own copy is used)")
+        outcome = run_sweep(None, name=args.resume, storage=args.storage, study_storage=args.study_storage,
+                            address=args.address, resume=True, num_cpus=args.num_cpus)
+    else:
+        space = "smoke" if args.smoke_test else args.space
+        if not space:
+            raise spaces.SpaceError("leoclr sweep: give a search space (a shipped name or a YAML path): "
+                                    + ", ".join(spaces.named_spaces()))
+        spec = spaces.load_space(space)  # everything is validated here, before Ray starts
+        if args.smoke_test and args.trials is None:
+            args.trials = 2
+        if args.dry_run:
+            print(spaces.describe(spec))
+            print("\nfirst configurations:")
+            for cfg in spaces.sample_configs(spec, min(5, spec.total_trials())):
+                print("  " + json.dumps(cfg))
+            return 0
+        outcome = run_sweep(spec, name=args.name, storage=args.storage, study_storage=args.study_storage,
+                            address=args.address, num_cpus=args.num_cpus, trials=args.trials,
+                            max_epochs=args.max_epochs)
+    print_outcome(outcome, outcome_metric(outcome))
+    if outcome.best is None:
+        return 1
+    return 0
+
+
+def outcome_metric(outcome) -> str:
+    from leoclr_platform.spaces import parse_space
+
+    meta = json.loads((Path(outcome.root) / "sweep.json").read_text())
+    return parse_space(meta["space_text"], source=meta["space_source"]).metric
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leoclr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _sweep_parser(sub)
     return parser
 
 
@@ -90,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.config import ConfigError
     from trainables.data import DatasetError
     from trainables.loop import CheckpointError, DivergenceError
+    from leoclr_platform.spaces import SpaceError
+    from leoclr_platform.sweep import SweepError
 
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, CheckpointError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, SpaceError, SweepError) as exc:
         print(f"leoclr: error: {exc}", file=sys.stderr)
         return 2
     except DivergenceError as exc:

@@ -1,0 +1,470 @@
+"""`leoclr sweep`: Ray Tune (Optuna TPE + ASHA, or a grid) over Ray Train trials of the loop.
+
+Three names, as in Ray's train/tune interop example:
+- `train_fn_per_worker(loop_config)`: runs on every Ray Train worker; calls the pure-PyTorch
+  loop (`trainables.loop.train_fn_per_worker`) with a `report` hook that forwards each epoch's
+  metrics and checkpoint to `ray.train.report`.
+- `train_driver_fn(config, sweep)`: the Tune function trainable (one per trial). It builds a
+  `TorchTrainer` whose run is named after the trial id, so a retried or resumed trial finds its
+  own latest checkpoint; `TuneReportCallback` forwards every epoch to Tune, so ASHA sees them.
+- `Tuner`: built by `run_sweep` with `OptunaSearch` (study in an RDB next to the results) and
+  `ASHAScheduler` for `mode: search`, or every grid cell x seed for `mode: grid`.
+
+Layout of one sweep under the storage path:
+  <storage>/<sweep>/            Tune experiment (resumable with `leoclr sweep --resume <sweep>`)
+  <storage>/<sweep>/train/      one Ray Train run (checkpoints) per trial: trial_<trial id>/
+  <storage>/<sweep>/optuna.db   the Optuna study (SQLite) unless --study-storage is given
+  <storage>/<sweep>/sweep.json  what was run: space, study, names (read by --resume)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leoclr_platform.spaces import (
+    SpaceError,
+    SweepSpec,
+    decode_sampled,
+    define_by_run,
+    grid_configs,
+    load_space,
+    make_sampler,
+    parse_space,
+    trial_config,
+    validate_space,
+)
+
+SWEEP_META = "sweep.json"
+TRAIN_DIR = "train"
+STUDY_FILE = "optuna.db"
+
+
+class SweepError(RuntimeError):
+    """A sweep could not run (bad storage, unknown sweep to resume, impossible resources...)."""
+
+
+class TrialDiverged(RuntimeError):
+    """Raised by the trial driver when the loop stopped on a non-finite loss."""
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SweepContext:
+    """Everything a trial needs besides its sampled config (sent to trials by with_parameters)."""
+
+    name: str
+    spec: SweepSpec
+    root: str  # absolute (or URI) folder of this sweep
+    train_storage: str  # where the Ray Train runs (checkpoints) of the trials live
+    worker_max_failures: int = 2  # Ray Train restarts of a trial's workers (from its checkpoint)
+    keep_checkpoints: int = 2
+
+
+def default_storage() -> Path:
+    """`./runs` normally; inside a `ray job submit` working dir (a temporary copy), ~/leoclr/runs."""
+    env = os.environ.get("LEOCLR_STORAGE")
+    if env:
+        return Path(env).expanduser().absolute()
+    cwd = Path.cwd()
+    if "runtime_resources" in cwd.parts or os.environ.get("RAY_JOB_ID"):
+        return Path.home() / "leoclr" / "runs"
+    return cwd / "runs"
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs inside Ray (workers and trial drivers)
+def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: resume from this run's latest checkpoint, train, report each epoch."""
+    import ray.train
+    import ray.train.torch
+
+    from trainables.config import TrainConfig
+    from trainables.loop import DivergenceError
+    from trainables.loop import train_fn_per_worker as loop
+
+    cfg = TrainConfig.from_dict(loop_config["train"])
+    device = ray.train.torch.get_device() if loop_config.get("use_gpu") else None
+    status = loop_config.get("status")
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    checkpoint = ray.train.get_checkpoint()
+    try:
+        if checkpoint is None:
+            loop(cfg, report, keep_checkpoints=1, device=device)
+        else:
+            with checkpoint.as_directory() as resume_dir:
+                loop(cfg, report, resume_from=resume_dir, keep_checkpoints=1, device=device)
+    except DivergenceError as exc:
+        # Deterministic: retrying from the last checkpoint would diverge again. Tell the driver
+        # and end the workers normally so Ray Train does not restart them.
+        if status is not None and ray.train.get_context().get_world_rank() == 0:
+            import ray as _ray
+
+            _ray.get(status.set.remote("diverged", str(exc)))
+
+
+def _status_actor():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class TrialStatus:
+        """A mailbox from the trial's workers to its driver (works across nodes)."""
+
+        def __init__(self):
+            self.state: dict[str, str] = {}
+
+        def set(self, key: str, value: str) -> None:
+            self.state[key] = value
+
+        def get(self) -> dict[str, str]:
+            return dict(self.state)
+
+    return TrialStatus.remote()
+
+
+def train_driver_fn(config: dict[str, Any], sweep: SweepContext) -> None:
+    """The Tune trainable of one trial: a TorchTrainer over `train_fn_per_worker`."""
+    import ray
+    import ray.train
+    import ray.tune
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    spec = sweep.spec
+    trial_id = ray.tune.get_context().get_trial_id()
+    sampled = config.get("cell", config)  # grid: {"cell": {...}}; search: what Optuna produced
+    cfg = trial_config(spec, decode_sampled(spec, sampled), seed=sampled.get("seed"))
+    use_gpu = spec.gpus_per_worker > 0
+    resources = {"CPU": spec.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = spec.gpus_per_worker
+    status = _status_actor()
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={"train": cfg.to_dict(), "use_gpu": use_gpu, "status": status,
+                           "trial_id": trial_id, "sweep": sweep.name},
+        scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=f"trial_{trial_id}",  # a retried/resumed trial finds its own checkpoints
+            storage_path=sweep.train_storage,
+            failure_config=FailureConfig(max_failures=sweep.worker_max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=sweep.keep_checkpoints,
+                checkpoint_score_attribute=spec.metric,
+                checkpoint_score_order=spec.metric_mode,
+            ),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    try:
+        result = trainer.fit()
+        state = ray.get(status.get.remote())
+    finally:
+        ray.kill(status)
+    if "diverged" in state:
+        raise TrialDiverged(state["diverged"])
+    if result.error is not None:
+        raise result.error
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver side
+@dataclass
+class SweepOutcome:
+    name: str
+    root: str
+    best: dict[str, Any] | None  # trial_id, config, metric value, checkpoint
+    trials: list[dict[str, Any]]  # one row per trial: id, status, epochs, metric, params
+    errors: int
+
+
+def _cluster_resources() -> dict[str, float]:
+    import ray
+
+    return {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+
+
+def check_resources(spec: SweepSpec, resources: dict[str, float]) -> int:
+    """Refuse what the cluster can never run; return how many trials fit at once."""
+    need_cpu = spec.workers * spec.cpus_per_worker
+    need_gpu = spec.workers * spec.gpus_per_worker
+    have_cpu, have_gpu = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if need_cpu > have_cpu or need_gpu > have_gpu:
+        raise SweepError(
+            f"{spec.label}: resources: one trial needs {spec.workers} worker(s) x "
+            f"({spec.cpus_per_worker:g} CPU, {spec.gpus_per_worker:g} GPU) = {need_cpu:g} CPU, "
+            f"{need_gpu:g} GPU, but the Ray cluster has {have_cpu:g} CPU, {have_gpu:g} GPU"
+        )
+    fits = [math.floor(have_cpu / need_cpu)]
+    if need_gpu:
+        fits.append(math.floor(have_gpu / need_gpu))
+    fit = max(1, min(fits))
+    return min(fit, spec.max_concurrent) if spec.max_concurrent else fit
+
+
+def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Connect to `address` / RAY_ADDRESS, else start an in-process runtime (usage stats off)."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    # workers import the project from the installed environment; make the source roots visible
+    # anyway for a checkout that is not installed
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except Exception as exc:  # ConnectionError, TimeoutError, ...
+            raise SweepError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
+
+
+def _progress_reporter(spec: SweepSpec, total: int):
+    from ray.tune import CLIReporter
+
+    params = {p.name: p.name for p in spec.params}
+    if spec.mode == "grid":
+        params["seed"] = "seed"
+    return CLIReporter(
+        metric_columns={"epoch": "epoch", spec.metric: spec.metric, "loss": "loss",
+                        "images_per_s": "img/s"},
+        parameter_columns=params,
+        total_samples=total,
+        max_report_frequency=30,
+        sort_by_metric=True,
+        max_column_length=16,
+    )
+
+
+def _study_storage(root: str, study_storage: str | None):
+    import optuna
+
+    url = study_storage or f"sqlite:///{Path(root) / STUDY_FILE}"
+    if _is_uri(root) and not study_storage:
+        raise SweepError(f"storage {root!r} is remote: pass --study-storage (an RDB URL for the Optuna study)")
+    return url, optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
+                                           if url.startswith("sqlite") else {})
+
+
+def run_sweep(
+    space: str | SweepSpec,
+    *,
+    name: str | None = None,
+    storage: str | None = None,
+    study_storage: str | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    num_cpus: int | None = None,
+    trials: int | None = None,
+    max_epochs: int | None = None,
+    verbose: int = 1,
+) -> SweepOutcome:
+    """Validate everything, then run (or resume) a sweep. Returns the outcome table."""
+    root_base = storage or str(default_storage())
+    if resume:
+        if not name:
+            raise SweepError("--resume needs the sweep name")
+        root = os.path.join(root_base, name)
+        meta = _read_meta(root)
+        spec = parse_space(meta["space_text"], source=meta["space_source"])
+        spec = dataclasses.replace(spec, path=Path(meta["space_path"]) if meta.get("space_path") else None)
+        study_storage = study_storage or meta.get("study_storage_arg")
+    else:
+        spec = space if isinstance(space, SweepSpec) else load_space(space)
+        changes = {}
+        if trials is not None:
+            changes["trials"] = trials
+        if max_epochs is not None:
+            changes["max_epochs"] = max_epochs
+            changes["base"] = {**spec.base, "epochs": max_epochs} if "epochs" in spec.base else spec.base
+        if changes:
+            spec = dataclasses.replace(spec, **changes)
+            validate_space(spec)
+        name = name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        root = os.path.join(root_base, name)
+        if not _is_uri(root) and (Path(root) / SWEEP_META).exists():
+            raise SweepError(f"sweep {name!r} already exists under {root_base}: use --resume {name} "
+                             "to continue it, or another --name")
+    validate_space(spec)  # again on resume: data present, config still valid with this code
+    if not _is_uri(root):
+        try:
+            Path(root).mkdir(parents=True, exist_ok=True)
+            probe = Path(root) / ".write_test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise SweepError(f"storage path {root!r} is not writable: {exc.strerror}") from None
+    study_url, rdb = _study_storage(root, study_storage)
+    if not resume:
+        _write_meta(root, {"name": name, "space_name": spec.name, "space_source": spec.label,
+                           "space_path": str(spec.path) if spec.path else None, "space_text": spec.text,
+                           "study_name": name, "study_storage": study_url,
+                           "study_storage_arg": study_storage, "created": time.time()})
+
+    connect_ray(address, num_cpus=num_cpus)
+    concurrency = check_resources(spec, _cluster_resources())
+    return _fit(spec, name, root, rdb, concurrency, resume=resume, verbose=verbose)
+
+
+def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume: bool,
+         verbose: int) -> SweepOutcome:
+    import ray.tune as tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table reporter
+    ctx = SweepContext(name=name, spec=spec, root=root, train_storage=os.path.join(root, TRAIN_DIR))
+    trainable = tune.with_resources(
+        tune.with_parameters(train_driver_fn, sweep=ctx),
+        # the driver only orchestrates; {"CPU": 0} alone is refused ("empty bundle")
+        {"CPU": 0, "memory": 100 * 1024 * 1024},
+    )
+    storage_path, exp_name = os.path.dirname(root.rstrip("/")), os.path.basename(root.rstrip("/"))
+    total = spec.total_trials()
+    run_config = tune.RunConfig(
+        name=exp_name,
+        storage_path=storage_path,
+        failure_config=tune.FailureConfig(max_failures=0),  # worker faults are retried by Train
+        progress_reporter=_progress_reporter(spec, total),
+        verbose=verbose,
+    )
+    if resume and tune.Tuner.can_restore(root):
+        tuner = tune.Tuner.restore(root, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        if spec.mode == "grid":
+            param_space = {"cell": tune.grid_search(grid_configs(spec))}
+            tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency,
+                                          scheduler=FIFOScheduler(), metric=spec.metric,
+                                          mode=spec.metric_mode)
+        else:
+            searcher = OptunaSearch(space=define_by_run(spec), metric=spec.metric, mode=spec.metric_mode,
+                                    sampler=make_sampler(spec), storage=rdb, study_name=name)
+            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs,
+                                      grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+            param_space = {}
+            tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=total,
+                                          metric=spec.metric, mode=spec.metric_mode,
+                                          max_concurrent_trials=concurrency)
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    results = tuner.fit()
+    return summarize(spec, name, root, results)
+
+
+def summarize(spec: SweepSpec, name: str, root: str, results) -> SweepOutcome:
+    rows, best = [], None
+    sign = 1 if spec.metric_mode == "max" else -1
+    for r in results:
+        config = r.config or {}
+        sampled = decode_sampled(spec, config.get("cell", config))
+        seed = sampled.pop("seed", None)
+        metrics = r.metrics or {}
+        value = metrics.get(spec.metric)
+        status = "ERROR" if r.error else "TERMINATED"
+        row = {"trial_id": metrics.get("trial_id") or _trial_id_from_path(r.path),
+               "status": status, "epochs": metrics.get("epoch"), spec.metric: value,
+               "params": sampled, "seed": seed,
+               "error": str(r.error).splitlines()[0] if r.error else None, "path": r.path}
+        rows.append(row)
+        if value is not None and not r.error and (best is None or sign * value > sign * best[spec.metric]):
+            best = dict(row)
+    if best is not None:
+        best["checkpoint"] = _best_checkpoint(root, best["trial_id"], spec.metric, spec.metric_mode)
+    outcome = SweepOutcome(name=name, root=root, best=best, trials=rows,
+                           errors=sum(r["status"] == "ERROR" for r in rows))
+    if not _is_uri(root):
+        (Path(root) / "summary.json").write_text(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
+    return outcome
+
+
+def _trial_id_from_path(path: str) -> str:
+    """Tune names trial folders `<trainable>_<trial id>_<index>_<params>_<time>`."""
+    match = re.search(r"_([0-9a-f]{5,8}(?:_[0-9]{5})?)_\d+_", os.path.basename(path))
+    return match.group(1) if match else os.path.basename(path)
+
+
+def _best_checkpoint(root: str, trial_id: str, metric: str, mode: str) -> str | None:
+    """The kept checkpoint of a trial with the best objective (each holds its metrics.json)."""
+    run = Path(root) / TRAIN_DIR / f"trial_{trial_id}"
+    if not run.is_dir():
+        return None
+    scored = []
+    for ckpt in run.iterdir():
+        metrics_file = ckpt / "metrics.json"
+        if ckpt.is_dir() and metrics_file.exists():
+            metrics = json.loads(metrics_file.read_text())
+            if metrics.get(metric) is not None:
+                scored.append((metrics[metric], metrics.get("epoch", 0), str(ckpt)))
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda t: (t[0], t[1]))[2]
+
+
+def _write_meta(root: str, meta: dict[str, Any]) -> None:
+    if _is_uri(root):
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(root)
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(f"{path}/{SWEEP_META}") as f:
+            f.write(json.dumps(meta, indent=2).encode())
+        return
+    (Path(root) / SWEEP_META).write_text(json.dumps(meta, indent=2))
+
+
+def _read_meta(root: str) -> dict[str, Any]:
+    try:
+        if _is_uri(root):
+            import pyarrow.fs as pafs
+
+            fs, path = pafs.FileSystem.from_uri(root)
+            with fs.open_input_stream(f"{path}/{SWEEP_META}") as f:
+                return json.loads(f.read())
+        return json.loads((Path(root) / SWEEP_META).read_text())
+    except (FileNotFoundError, OSError):
+        raise SweepError(f"no sweep to resume at {root} ({SWEEP_META} not found); "
+                         "check the name and --storage") from None
+
+
+def print_outcome(outcome: SweepOutcome, spec_metric: str, file=sys.stdout) -> None:
+    print(f"\nsweep {outcome.name}: {len(outcome.trials)} trials, {outcome.errors} failed; results in {outcome.root}",
+          file=file)
+    for row in sorted(outcome.trials, key=lambda r: (r[spec_metric] is None, -(r[spec_metric] or 0))):
+        value = row[spec_metric]
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items())
+        shown = f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+        extra = f"  [{row['error']}]" if row["error"] else ""
+        print(f"  {row['trial_id']:>10} {row['status']:<10} epochs={row['epochs']} {spec_metric}={shown}  {params}{extra}",
+              file=file)
+    best = outcome.best
+    if best is None:
+        print("no trial finished with a result", file=file)
+        return
+    print(f"\nbest trial {best['trial_id']}: {spec_metric}={best[spec_metric]:.2f}", file=file)
+    print(f"  config: {json.dumps(best['params'])} seed={best['seed']}", file=file)
+    print(f"  checkpoint: {best['checkpoint']}", file=file)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
