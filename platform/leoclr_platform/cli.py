@@ -91,7 +91,8 @@ def _sweep_parser(sub) -> None:
     p.add_argument("--trials", type=int, help="override budget.trials")
     p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
     p.add_argument("--dry-run", action="store_true", help="validate, print the resolved space and first configs")
-    p.add_argument("--smoke-test", action="store_true", help="the tiny `smoke` space with 2 trials")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="shrink the space to seconds-long trials (tiny CNN and data, 2 trials, 1 epoch)")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -105,13 +106,12 @@ def cmd_sweep(args) -> int:
         outcome = run_sweep(None, name=args.resume, storage=args.storage, study_storage=args.study_storage,
                             address=args.address, resume=True, num_cpus=args.num_cpus)
     else:
-        space = "smoke" if args.smoke_test else args.space
-        if not space:
+        if not args.space:
             raise spaces.SpaceError("leoclr sweep: give a search space (a shipped name or a YAML path): "
                                     + ", ".join(spaces.named_spaces()))
-        spec = spaces.load_space(space)  # everything is validated here, before Ray starts
-        if args.smoke_test and args.trials is None:
-            args.trials = 2
+        spec = spaces.load_space(args.space)  # everything is validated here, before Ray starts
+        if args.smoke_test:
+            spec = smoke_space(spec)
         if args.dry_run:
             print(spaces.describe(spec))
             print("\nfirst configurations:")
@@ -125,6 +125,32 @@ def cmd_sweep(args) -> int:
     if outcome.best is None:
         return 1
     return 0
+
+
+SWEEP_SMOKE_BASE = {
+    "backbone": "small_cnn",
+    "image_size": 16,
+    "photo_patches": {"train_per_class": 8, "test_per_class": 4},
+    "batch_size": 32,
+    "queue_size": 64,
+    "bn_splits": 2,
+    "knn_k": 10,
+    "max_steps_per_epoch": 2,
+}
+
+
+def smoke_space(spec):
+    """The same space on tiny settings: keys it searches are kept, fixed ones are shrunk."""
+    import dataclasses
+
+    from leoclr_platform import spaces
+
+    base = {**spec.base, **{k: v for k, v in SWEEP_SMOKE_BASE.items() if spec.param(k) is None}}
+    base.pop("epochs", None)
+    spec = dataclasses.replace(spec, base=base, trials=2 if spec.mode == "search" else spec.trials,
+                               max_epochs=1, grace_period=1, seeds=spec.seeds[:1])
+    spaces.validate_space(spec)
+    return spec
 
 
 def outcome_metric(outcome) -> str:

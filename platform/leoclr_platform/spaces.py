@@ -781,6 +781,9 @@ class DefineByRun:
         constants: dict[str, Any] = {}
         for p in self.spec.params:
             if not p.applies(values):
+                # present as None so every trial config has every column (Tune's reporter
+                # looks each one up); decode_sampled drops it
+                constants[p.name] = None
                 continue
             values[p.name] = v = _suggest(trial, p)
             if p.kind == "one_minus_log":
@@ -827,7 +830,7 @@ def decode_sampled(spec: SweepSpec, config: Mapping[str, Any]) -> dict[str, Any]
             name = key[: -len(ONE_MINUS_SUFFIX)]
             if name not in config and name in _FIELDS:
                 out[name] = 1.0 - value
-        elif key in _FIELDS:
+        elif key in _FIELDS and value is not None:
             out[key] = value
     order = {p.name: i for i, p in enumerate(spec.params)}
     return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))

@@ -228,16 +228,64 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    # workers import the project from the installed environment; make the source roots visible
-    # anyway for a checkout that is not installed
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=True)
         except Exception as exc:  # ConnectionError, TimeoutError, ...
             raise SweepError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
+        start_local_ray(num_cpus)
+
+
+def start_local_ray(num_cpus: int | None = None) -> str:
+    """An in-process Ray runtime that other Ray instances on this machine cannot confuse.
+
+    Ray Train's PlacementGroupCleaner polls the State API (served by the dashboard) to free a
+    finished trial's worker placement group; its client finds the cluster by auto-detection,
+    which fails when several Ray instances run on one machine, and then the placement groups
+    leak and the next trial waits forever. So: the dashboard runs (bound to 127.0.0.1), the GCS
+    port is chosen here, and every worker gets RAY_ADDRESS pointing at this runtime.
+    """
+    import socket
+
+    import ray
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        # "local": always a fresh in-process runtime, never some other `ray start` cluster
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=True,
+                 runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": address,
+                                           **_passthrough_env()}})
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
+    return address
+
+
+def _passthrough_env() -> dict[str, str]:
+    """Settings of this process that trials must see too (cache and storage locations)."""
+    return {k: os.environ[k] for k in ("LEOCLR_CACHE", "LEOCLR_STORAGE") if k in os.environ}
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a host:port address."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or address in ("auto", "local"):
+        return
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise SweepError(f"cannot connect to the Ray cluster at {address!r}: {exc.strerror or exc} "
+                         "(is `ray start --head` running there? check --address / RAY_ADDRESS)") from None
 
 
 def _progress_reporter(spec: SweepSpec, total: int):
@@ -356,7 +404,7 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
             param_space = {"cell": tune.grid_search(grid_configs(spec))}
             tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency,
                                           scheduler=FIFOScheduler(), metric=spec.metric,
-                                          mode=spec.metric_mode)
+                                          mode=spec.metric_mode, reuse_actors=False)
         else:
             searcher = OptunaSearch(space=define_by_run(spec), metric=spec.metric, mode=spec.metric_mode,
                                     sampler=make_sampler(spec), storage=rdb, study_name=name)
@@ -365,7 +413,11 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
             param_space = {}
             tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=total,
                                           metric=spec.metric, mode=spec.metric_mode,
-                                          max_concurrent_trials=concurrency)
+                                          max_concurrent_trials=concurrency,
+                                          # a finished trial's actor must exit: the Train
+                                          # controller it owns (and its workers' placement
+                                          # group) is only released when its owner dies
+                                          reuse_actors=False)
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     results = tuner.fit()
     return summarize(spec, name, root, results)

@@ -1,0 +1,81 @@
+"""A real local cluster: `ray start --head` on 127.0.0.1, then `ray job submit` of the demo sweep.
+
+Token authentication stays on (Ray 2.60 turns it on for `ray start --head`): the job client gets
+RAY_AUTH_MODE=token and finds the token in ~/.ray/auth_token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    temp = Path("/tmp") / f"leoclr-ray-{os.getpid()}"  # short: Ray's socket paths have a length limit
+    storage = tmp_path_factory.mktemp("cluster_runs")
+    port, dash = free_port(), free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ['PATH']}",
+           "LEOCLR_CACHE": str(storage / "cache")}
+    env.pop("RAY_ADDRESS", None)
+    start = subprocess.run(
+        [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true",
+         "--num-cpus", "4", "--temp-dir", str(temp), "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stdout + start.stderr
+    try:
+        yield {"address": f"http://127.0.0.1:{dash}", "gcs": f"127.0.0.1:{port}", "env": env,
+               "storage": storage}
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def job_env(cluster) -> dict[str, str]:
+    return {**cluster["env"], "RAY_AUTH_MODE": "token"}
+
+
+def test_ray_job_submit_runs_the_demo_sweep(cluster):
+    storage = cluster["storage"]
+    submit = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT),
+         "--submission-id", "leoclr-demo-test", "--",
+         "leoclr", "sweep", "demo", "--smoke-test", "--name", "jobdemo", "--storage", str(storage)],
+        env=job_env(cluster), capture_output=True, text=True, timeout=900)
+    logs = submit.stdout[-4000:] + submit.stderr[-4000:]
+    assert submit.returncode == 0, logs
+    status = subprocess.run(
+        [str(BIN / "ray"), "job", "status", "--address", cluster["address"], "leoclr-demo-test"],
+        env=job_env(cluster), capture_output=True, text=True, timeout=120)
+    assert "SUCCEEDED" in status.stdout + status.stderr, status.stdout + status.stderr
+    summary = json.loads((storage / "jobdemo" / "summary.json").read_text())
+    assert len(summary["trials"]) == 2 and summary["errors"] == 0
+    assert summary["best"]["checkpoint"] and Path(summary["best"]["checkpoint"], "checkpoint.pt").exists()
+    assert "best trial" in submit.stdout
+
+
+def test_unreachable_address_is_a_clear_error(tmp_path):
+    port = free_port()  # nothing listens there
+    proc = subprocess.run([sys.executable, "-m", "leoclr_platform", "sweep", "smoke", "--address",
+                           f"127.0.0.1:{port}", "--storage", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"cannot connect to the Ray cluster at '127.0.0.1:{port}'" in proc.stderr

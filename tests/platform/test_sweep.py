@@ -1,0 +1,190 @@
+"""Sweeps on a real in-process Ray runtime (one per module), real Optuna study in SQLite."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from leoclr_platform import spaces
+from leoclr_platform.sweep import SweepError, run_sweep
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+LEOCLR = [sys.executable, "-m", "leoclr_platform"]
+
+
+@pytest.fixture(scope="module")
+def ray_runtime(tmp_path_factory):
+    import ray
+
+    from leoclr_platform.sweep import start_local_ray
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["LEOCLR_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    start_local_ray(num_cpus=4)
+    yield
+    ray.shutdown()
+
+
+def smoke(**changes) -> spaces.SweepSpec:
+    spec = spaces.load_space("smoke")
+    spec = dataclasses.replace(spec, **changes)
+    spaces.validate_space(spec)
+    return spec
+
+
+def study_trials(root: Path, name: str):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{root / 'optuna.db'}")
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+def test_tiny_sweep_end_to_end_with_two_workers_per_trial(ray_runtime, tmp_path):
+    spec = smoke(workers=2, trials=3, max_epochs=2, max_concurrent=2)
+    outcome = run_sweep(spec, name="tiny", storage=str(tmp_path))
+    assert len(outcome.trials) == 3 and outcome.errors == 0
+    root = tmp_path / "tiny"
+    # per-epoch metrics reached Tune for every trial (ASHA may stop some after epoch 1)
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(root))
+    frames, configs = analysis.trial_dataframes, analysis.get_all_configs()
+    assert len(frames) == 3
+    for path, frame in frames.items():
+        epochs = list(frame["epoch"])
+        assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 1
+        assert {"knn_top1", "loss", "lr", "images_per_s", "epoch_time_s"} <= set(frame.columns)
+        # conditional parameter: enqueue only for the LeOCLR family
+        config = configs[path]
+        assert (config.get("enqueue") is not None) == (config["attraction_strategy"] != "moco_v2")
+    assert max(len(f) for f in frames.values()) == 2
+    # the Optuna study persisted every trial with its value
+    trials = study_trials(root, "tiny")
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    best = outcome.best
+    assert best["knn_top1"] == max(t.value for t in trials)
+    assert best["checkpoint"] and (Path(best["checkpoint"]) / "checkpoint.pt").exists()
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["best"]["trial_id"] == best["trial_id"]
+
+
+def test_asha_stops_a_clearly_worse_trial(ray_runtime, tmp_path):
+    # knn_temperature=1000 flattens the kNN votes: with k >= the bank every test image gets the
+    # same class (~1/16 accuracy), far below t=0.1. Trials run one at a time, so from the second
+    # trial on ASHA compares each trial's epoch-1 result with the earlier ones.
+    text = (ROOT / "search_spaces" / "smoke.yaml").read_text()
+    text = text.replace("space:\n", "space:\n  knn_temperature: {choice: [0.1, 1000.0]}\n")
+    path = tmp_path / "asha.yaml"
+    path.write_text(text.replace("trials: 3", "trials: 4"))
+    spec = spaces.load_space(str(path))
+    # pick the sampler seed whose first draw is a good trial, so a bad one always comes later
+    seed = next(s for s in range(50)
+                if spaces.sample_configs(dataclasses.replace(spec, seeds=[s]), 1)[0]["knn_temperature"] == 0.1)
+    spec = dataclasses.replace(spec, seeds=[seed], max_concurrent=1)
+    spaces.validate_space(spec)
+    outcome = run_sweep(spec, name="asha", storage=str(tmp_path))
+    bad = [t for t in outcome.trials if t["params"]["knn_temperature"] == 1000.0]
+    good = [t for t in outcome.trials if t["params"]["knn_temperature"] == 0.1]
+    assert bad and good
+    assert all(t["knn_top1"] < min(g["knn_top1"] for g in good) for t in bad)
+    assert any(t["epochs"] < 2 for t in bad), outcome.trials  # stopped early by ASHA
+    assert outcome.best["epochs"] == 2
+
+
+def test_grid_runs_every_cell_and_seed(ray_runtime, tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text((ROOT / "search_spaces" / "smoke.yaml").read_text()
+                    .replace("mode: search", "mode: grid")
+                    .replace("  temperature: {loguniform: [0.1, 0.5]}\n", "")
+                    .replace("  key_momentum: {one_minus_log: [0.9, 0.99]}\n", "")
+                    .replace("  enqueue: {choice: [both, first], when: {attraction_strategy: [leoclr, leoclr_random_original, attract_all]}}\n", "")
+                    .replace("max_epochs: 2", "max_epochs: 1")
+                    .replace("seeds: [0]", "seeds: [0, 1]"))
+    spec = spaces.load_space(str(path))
+    assert spec.total_trials() == 4
+    outcome = run_sweep(spec, name="grid", storage=str(tmp_path))
+    cells = sorted((t["params"]["attraction_strategy"], t["seed"]) for t in outcome.trials)
+    assert cells == [("leoclr", 0), ("leoclr", 1), ("moco_v2", 0), ("moco_v2", 1)]
+    assert all(t["status"] == "TERMINATED" and t["epochs"] == 1 for t in outcome.trials)
+
+
+def test_existing_name_and_missing_resume_are_refused(ray_runtime, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "sweep.json").write_text("{}")
+    with pytest.raises(SweepError, match="already exists .* use --resume taken"):
+        run_sweep(smoke(), name="taken", storage=str(tmp_path))
+    with pytest.raises(SweepError, match="no sweep to resume"):
+        run_sweep(None, name="nothing", storage=str(tmp_path), resume=True)
+
+
+def test_impossible_resources_are_refused_before_trials(ray_runtime, tmp_path):
+    spec = smoke(workers=3, cpus_per_worker=2)
+    with pytest.raises(SweepError, match=r"resources: one trial needs 3 worker\(s\) .* = 6 CPU.*cluster has 4 CPU"):
+        run_sweep(spec, name="big", storage=str(tmp_path))
+
+
+def test_bad_space_fails_before_ray_starts(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nbase: {temperature: -1}\nspace: {lr: {uniform: [0.1, 0.01]}}\n")
+    start = time.time()
+    proc = subprocess.run(LEOCLR + ["sweep", str(bad), "--storage", str(tmp_path)], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"{bad}: " in proc.stderr and "leoclr: error:" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "bad").exists()
+    assert time.time() - start < 60
+
+
+def test_resume_after_the_driver_is_killed(tmp_path):
+    """Kill `leoclr sweep` once a trial is complete; --resume finishes it in the same study."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "LEOCLR_CACHE": str(tmp_path / "cache")}
+    args = ["sweep", "smoke", "--name", "killed", "--storage", str(tmp_path), "--num-cpus", "2",
+            "--trials", "3"]
+    proc = subprocess.Popen(LEOCLR + args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    db = tmp_path / "killed" / "optuna.db"
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline:
+            if db.exists():
+                try:
+                    with sqlite3.connect(db) as con:
+                        done = con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+                except sqlite3.Error:
+                    done = 0
+                if done >= 1:
+                    break
+            assert proc.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(1)
+        else:
+            pytest.fail("no trial completed in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+        proc.wait()
+    subprocess.run(["pkill", "-9", "-f", "killed/train"], check=False)
+    before = study_trials(tmp_path / "killed", "killed")
+    completed_before = [t for t in before if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 1 <= len(completed_before) < 3
+
+    resumed = subprocess.run(LEOCLR + ["sweep", "--resume", "killed", "--storage", str(tmp_path),
+                                       "--num-cpus", "2"], env=env, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = study_trials(tmp_path / "killed", "killed")
+    complete = [t for t in after if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) >= 3
+    # trials completed before the kill are kept, unchanged
+    for t in completed_before:
+        assert after[t.number].state == optuna.trial.TrialState.COMPLETE and after[t.number].value == t.value
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert sum(r["status"] == "TERMINATED" for r in summary["trials"]) >= 3
