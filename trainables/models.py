@@ -101,11 +101,13 @@ class SplitBatchNorm(nn.BatchNorm2d):
         if n % self.num_splits:
             raise ValueError(f"SplitBatchNorm: batch {n} not divisible by {self.num_splits} splits")
         g = self.num_splits
+        # momentum None = cumulative average, as in nn.BatchNorm2d
+        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
         running_mean = self.running_mean.repeat(g)
         running_var = self.running_var.repeat(g)
         out = F.batch_norm(
             x.view(-1, c * g, h, w), running_mean, running_var,
-            self.weight.repeat(g), self.bias.repeat(g), True, self.momentum, self.eps,
+            self.weight.repeat(g), self.bias.repeat(g), True, factor, self.eps,
         ).view(n, c, h, w)
         with torch.no_grad():
             self.running_mean.copy_(running_mean.view(g, c).mean(dim=0))

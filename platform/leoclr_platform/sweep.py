@@ -119,6 +119,19 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
             _ray.get(status.set.remote("diverged", str(exc)))
 
 
+def fail_zombie_trials(rdb, study_name: str) -> int:
+    """Mark study trials still RUNNING after the sweep ended (asked just before a driver was
+    killed, then asked again on resume) as FAIL, so the study tells the truth."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=study_name, storage=rdb)
+    zombies = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in zombies:
+        rdb.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return len(zombies)
+
+
 def _status_actor():
     import ray
 
@@ -291,9 +304,11 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def _progress_reporter(spec: SweepSpec, total: int):
     from ray.tune import CLIReporter
 
-    params = {p.name: p.name for p in spec.params}
-    if spec.mode == "grid":
-        params["seed"] = "seed"
+    if spec.mode == "grid":  # grid trials' configs are {"cell": {...}}
+        params = {f"cell/{p.name}": p.name for p in spec.params}
+        params["cell/seed"] = "seed"
+    else:
+        params = {p.name: p.name for p in spec.params}
     return CLIReporter(
         metric_columns={"epoch": "epoch", spec.metric: spec.metric, "loss": "loss",
                         "images_per_s": "img/s"},
@@ -379,8 +394,6 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
          verbose: int) -> SweepOutcome:
     import ray.tune as tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table reporter
     ctx = SweepContext(name=name, spec=spec, root=root, train_storage=os.path.join(root, TRAIN_DIR))
     trainable = tune.with_resources(
@@ -401,14 +414,22 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
         tuner = tune.Tuner.restore(root, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         if spec.mode == "grid":
-            param_space = {"cell": tune.grid_search(grid_configs(spec))}
+            # every cell carries every key (None where a `when` excludes it): the table looks them up
+            cells = [{**{p.name: None for p in spec.params}, **cell} for cell in grid_configs(spec)]
+            param_space = {"cell": tune.grid_search(cells)}
             tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency,
                                           scheduler=FIFOScheduler(), metric=spec.metric,
                                           mode=spec.metric_mode, reuse_actors=False)
         else:
-            searcher = OptunaSearch(space=define_by_run(spec), metric=spec.metric, mode=spec.metric_mode,
-                                    sampler=make_sampler(spec), storage=rdb, study_name=name)
-            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs,
+            from leoclr_platform.optuna_search import SafeOptunaSearch
+
+            searcher = SafeOptunaSearch(
+                space=define_by_run(spec), metric=spec.metric, mode=spec.metric_mode,
+                sampler=make_sampler(spec), storage=rdb, study_name=name)
+            # time_attr is our own `epoch` (training_iteration restarts after a retry/restore);
+            # max_t one past the last epoch so a trial ends by itself instead of being stopped
+            # at max_t (a stopped trial's driver never runs the code after fit()).
+            scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.max_epochs + 1,
                                       grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
             param_space = {}
             tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=total,
@@ -420,6 +441,8 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
                                           reuse_actors=False)
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     results = tuner.fit()
+    if spec.mode == "search":
+        fail_zombie_trials(rdb, name)
     return summarize(spec, name, root, results)
 
 

@@ -31,13 +31,14 @@ def free_port() -> int:
 def cluster(tmp_path_factory):
     temp = Path("/tmp") / f"leoclr-ray-{os.getpid()}"  # short: Ray's socket paths have a length limit
     storage = tmp_path_factory.mktemp("cluster_runs")
-    port, dash = free_port(), free_port()
+    port, dash, agent, client = free_port(), free_port(), free_port(), free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ['PATH']}",
            "LEOCLR_CACHE": str(storage / "cache")}
     env.pop("RAY_ADDRESS", None)
     start = subprocess.run(
         [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true",
+         "--dashboard-agent-listen-port", str(agent), "--ray-client-server-port", str(client),
          "--num-cpus", "4", "--temp-dir", str(temp), "--disable-usage-stats"],
         env=env, capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stdout + start.stderr
@@ -45,7 +46,25 @@ def cluster(tmp_path_factory):
         yield {"address": f"http://127.0.0.1:{dash}", "gcs": f"127.0.0.1:{port}", "env": env,
                "storage": storage}
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(temp)
+
+
+def stop_cluster(temp: Path) -> None:
+    """Stop this cluster only (`ray stop` would kill every Ray process on the machine): kill the
+    processes whose command line names its temp dir or its session, then remove the dir."""
+    import shutil
+    import signal
+
+    session = (temp / "session_latest").resolve() if (temp / "session_latest").exists() else temp
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if str(temp) in args or str(session) in args:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def job_env(cluster) -> dict[str, str]:
