@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/leoclr train --config search_spaces/train_default.yaml
+	$(BIN)/leoclr sweep demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
