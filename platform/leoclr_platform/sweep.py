@@ -459,7 +459,7 @@ def summarize(spec: SweepSpec, name: str, root: str, results) -> SweepOutcome:
         row = {"trial_id": metrics.get("trial_id") or _trial_id_from_path(r.path),
                "status": status, "epochs": metrics.get("epoch"), spec.metric: value,
                "params": sampled, "seed": seed,
-               "error": str(r.error).splitlines()[0] if r.error else None, "path": r.path}
+               "error": _error_line(r.error), "path": r.path}
         rows.append(row)
         if value is not None and not r.error and (best is None or sign * value > sign * best[spec.metric]):
             best = dict(row)
@@ -470,6 +470,14 @@ def summarize(spec: SweepSpec, name: str, root: str, results) -> SweepOutcome:
     if not _is_uri(root):
         (Path(root) / "summary.json").write_text(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
     return outcome
+
+
+def _error_line(error: BaseException | None) -> str | None:
+    """The exception's own message (Ray wraps it in a traceback; its last line is the cause)."""
+    if error is None:
+        return None
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _trial_id_from_path(path: str) -> str:

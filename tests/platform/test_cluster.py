@@ -45,25 +45,33 @@ def cluster(tmp_path_factory):
     try:
         yield {"address": f"http://127.0.0.1:{dash}", "gcs": f"127.0.0.1:{port}", "env": env,
                "storage": storage}
-    finally:
-        stop_cluster(temp)
+    finally:  # the Ray client server is daemonised and names only its port
+        stop_cluster(temp, (f"--port={client} ",))
 
 
-def stop_cluster(temp: Path) -> None:
+def stop_cluster(temp: Path, extra_markers: tuple[str, ...] = ()) -> None:
     """Stop this cluster only (`ray stop` would kill every Ray process on the machine): kill the
-    processes whose command line names its temp dir or its session, then remove the dir."""
+    processes whose command line names its temp dir, and all their descendants."""
     import shutil
     import signal
 
-    session = (temp / "session_latest").resolve() if (temp / "session_latest").exists() else temp
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        pid, _, args = line.strip().partition(" ")
-        if str(temp) in args or str(session) in args:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+    rows = []
+    for line in subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout.splitlines():
+        pid, ppid, args = (line.split(None, 2) + [""])[:3]
+        rows.append((int(pid), int(ppid), args))
+    me = os.getpid()
+    markers = (str(temp),) + extra_markers
+    doomed = {pid for pid, _, args in rows if any(m in args for m in markers) and pid != me}
+    grew = True
+    while grew:  # add descendants (workers, dashboard agents: their titles do not name the dir)
+        children = {pid for pid, ppid, _ in rows if ppid in doomed and pid != me} - doomed
+        doomed |= children
+        grew = bool(children)
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -83,7 +91,7 @@ def test_ray_job_submit_runs_the_demo_sweep(cluster):
     status = subprocess.run(
         [str(BIN / "ray"), "job", "status", "--address", cluster["address"], "leoclr-demo-test"],
         env=job_env(cluster), capture_output=True, text=True, timeout=120)
-    assert "SUCCEEDED" in status.stdout + status.stderr, status.stdout + status.stderr
+    assert "Job 'leoclr-demo-test' succeeded" in status.stdout, status.stdout + status.stderr
     summary = json.loads((storage / "jobdemo" / "summary.json").read_text())
     assert len(summary["trials"]) == 2 and summary["errors"] == 0
     assert summary["best"]["checkpoint"] and Path(summary["best"]["checkpoint"], "checkpoint.pt").exists()

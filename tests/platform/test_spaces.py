@@ -202,8 +202,8 @@ def test_define_by_run_returns_constants_and_is_picklable():
     assert rebuilt["key_momentum"] == pytest.approx(constants["key_momentum"])
     cfg = S.trial_config(spec, {**trial.params, **constants})  # raw Tune configs work as well
     assert cfg.key_momentum == pytest.approx(constants["key_momentum"])
-    assert cfg.seed == 0 and cfg.epochs == spec.max_epochs
-    assert S.trial_config(spec, decoded, seed=7).seed == 7
+    assert cfg.seed == spec.seeds[0] and cfg.epochs == spec.max_epochs
+    assert S.trial_config(spec, decoded, seed=11).seed == 11
 
 
 def test_tpe_sampling_is_reproducible_with_the_same_seed():

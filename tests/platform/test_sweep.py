@@ -191,3 +191,22 @@ def test_resume_after_the_driver_is_killed(tmp_path):
         assert after[t.number].state == optuna.trial.TrialState.COMPLETE and after[t.number].value == t.value
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
     assert sum(r["status"] == "TERMINATED" for r in summary["trials"]) >= 3
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_runtime, tmp_path):
+    text = (ROOT / "search_spaces" / "smoke.yaml").read_text()
+    text = text.replace("  knn_k: 10\n", "  knn_k: 10\n  finite_check_every: 1\n")
+    text = text.replace("space:\n", "space:\n  lr: {choice: [0.06, 1.0e+12]}\n")
+    path = tmp_path / "diverge.yaml"
+    path.write_text(text.replace("trials: 3", "trials: 4"))
+    spec = spaces.load_space(str(path))
+    outcome = run_sweep(spec, name="diverge", storage=str(tmp_path))
+    diverged = [t for t in outcome.trials if t["params"]["lr"] == 1e12]
+    fine = [t for t in outcome.trials if t["params"]["lr"] == 0.06]
+    assert diverged and fine, outcome.trials
+    for t in diverged:
+        assert t["status"] == "ERROR" and "loss is not finite" in t["error"], t
+        assert t["epochs"] is None  # stopped in its first epoch, not retried to the end
+    assert all(t["status"] == "TERMINATED" and t["epochs"] == 2 for t in fine)
+    states = {t.params["lr"]: t.state for t in study_trials(tmp_path / "diverge", "diverge")}
+    assert states[1e12] == optuna.trial.TrialState.FAIL
