@@ -49,8 +49,8 @@ def _timed(fn) -> float:
 
 
 def bench_case(src: int, out: int, batch: int, pil_images: int, reps: int, seed: int = 0) -> dict:
-    """Interleaves the measurements (batched, batched on 1 thread, per-sample, repeat) so that
-    a change in machine load during the run hits all three alike."""
+    """Interleaves the measurements (batched, batched on 1 thread, per-sample, per-sample on 1
+    thread, repeat) so that a change in machine load during the run hits all of them alike."""
     from PIL import Image
 
     g = torch.Generator().manual_seed(seed)

@@ -22,16 +22,22 @@ Semantics and the implementation choices that keep them exact
 * Crop sampling is torchvision's ``RandomResizedCrop.get_params`` vectorised: 10 candidate
   (area, log-aspect) pairs per image are drawn at once and the first valid one is kept; images
   with no valid candidate fall back to torchvision's centre crop. Boxes are integer pixel boxes.
+* Original view (and ``eval_view``): torchvision's ``Resize((R, R))`` of the whole image,
+  bilinear with antialias. For uint8 input on CPU this is ``F.interpolate`` on the uint8 batch,
+  i.e. torchvision's uint8 kernel (``transforms.v2`` gives identical results; v1 and PIL differ
+  by at most one level of 1/255); it is ~3x cheaper than resampling in float. When S == R the
+  image is used as is.
 * Crop + resize: bilinear sampling with ``F.grid_sample`` on a separable grid built directly
   from the boxes (cheaper than ``F.affine_grid``). Source coordinates are those of
   ``F.interpolate(crop, R, mode="bilinear", align_corners=False, antialias=False)`` *including
   the clamp at the crop border*, so a view equals ``resized_crop(img, ..., antialias=False)`` of
   its box to float rounding. We measured ``torchvision.ops.roi_align(aligned=True)`` as well: it
   is ~2.5x slower on CPU, samples outside the box near its border (no clamp) and cannot fold the
-  flip. No antialiasing: at the platform's sizes crops are mostly up-sampled (CIFAR 32 -> 32, or
-  the ImageNet crops of scale < 0.77 from 256 px sources) and the largest down-sampling factor is
-  256 / 224 = 1.14, where antialiasing changes little (torchvision/PIL antialias there).
-* The horizontal flip is folded into the sampling grid. This is exact: every later operation is
+  flip. No antialiasing for crops: at the platform's sizes crops are mostly up-sampled (CIFAR
+  32 -> 32, or the ImageNet crops of scale < 0.77 from 256 px sources) and the largest
+  down-sampling factor is 256 / 224 = 1.14, where antialiasing changes little (torchvision/PIL
+  antialias there).
+* The horizontal flip is folded into the crop's sampling grid. This is exact: every later op is
   per-pixel, uses a global statistic, or is a symmetric blur with symmetric (reflect) padding,
   so all of them commute with a horizontal flip.
 * ColorJitter keeps torchvision's per-op semantics (brightness ``x*f``; contrast: blend with the
@@ -249,10 +255,11 @@ def sample_crop_boxes(
     else:
         fw, fh = width, height
     fy0, fx0 = (height - fh) // 2, (width - fw) // 2
-    x0 = torch.where(found, x0, x0.new_tensor(float(fx0)))
-    y0 = torch.where(found, y0, y0.new_tensor(float(fy0)))
-    w = torch.where(found, w, w.new_tensor(float(fw)))
-    h = torch.where(found, h, h.new_tensor(float(fh)))
+    # (Python scalars, not new tensors: a host -> device copy would synchronise on CUDA)
+    x0 = torch.where(found, x0, float(fx0))
+    y0 = torch.where(found, y0, float(fy0))
+    w = torch.where(found, w, float(fw))
+    h = torch.where(found, h, float(fh))
     return torch.stack((x0, y0, x0 + w, y0 + h), dim=1).float()
 
 
@@ -295,6 +302,14 @@ class ViewParams:
                      "order", "grayscale", "blur", "sigma"):
             kw[name] = getattr(self, name).to(device)
         return replace(self, **kw)
+
+
+def _full_boxes(n: int, height: int, width: int, device) -> torch.Tensor:
+    """n x 4 boxes covering the whole image (built on the device, no host -> device copy)."""
+    boxes = torch.zeros(n, 4, device=device)
+    boxes[:, 2] = float(width)
+    boxes[:, 3] = float(height)
+    return boxes
 
 
 def gaussian_kernels(sigma: torch.Tensor, kernel_size: int, dtype=torch.float32) -> torch.Tensor:
@@ -377,8 +392,8 @@ def _adjust_hue(x: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
     num = torch.lerp(g - b, num, not_r)
     off = not_g.mul_(2.0).add_(2.0).mul_(not_r)  # sector offset: 0 (red), 2 (green), 4 (blue)
     h6 = num.div_(c).nan_to_num_(0.0).add_(off)  # hue * 6 in [-1, 5]; gray pixels (0/0) -> 0
-    shift = (hue.to(dtype) * 6.0 + 6.0).view(-1, 1, 1) + torch.tensor(
-        (5.0, 3.0, 1.0), dtype=dtype, device=x.device).view(1, 3, 1)
+    offsets = torch.arange(5.0, 0.0, -2.0, dtype=dtype, device=x.device)  # 5, 3, 1 (no H2D copy)
+    shift = (hue.to(dtype) * 6.0 + 6.0).view(-1, 1, 1) + offsets.view(1, 3, 1)
     k = h6.view(h6.shape[0], 1, -1) + shift  # >= 0
     q = torch.mul(k, 1.0 / 6.0).floor_()
     k.sub_(q, alpha=6.0)  # k mod 6
@@ -412,6 +427,19 @@ def _depthwise_blur(x: torch.Tensor, kernels: torch.Tensor, contiguous: bool = T
     y = F.conv2d(y, weight.view(n * c, 1, k, 1), groups=n * c)
     y = y.view(n, c, h, w)  # (1, n*c, h, w) -> (n, c, h, w) is a view in either layout
     return y.contiguous() if contiguous else y
+
+
+class _Chunk:
+    """A chunk of the input batch; its values in the compute dtype are converted on first use."""
+
+    def __init__(self, raw: torch.Tensor, dtype: torch.dtype) -> None:
+        self.raw, self.dtype, self._values = raw, dtype, None
+
+    @property
+    def values(self) -> torch.Tensor:
+        if self._values is None:
+            self._values = self.raw.to(dtype=self.dtype, memory_format=torch.contiguous_format)
+        return self._values
 
 
 def _run_threaded(fn, items, workers: int) -> None:
@@ -514,6 +542,7 @@ class ViewMaker:
         self._jitter_prob = cfg.resolved_jitter_prob
         self._blur_prob = cfg.resolved_blur_prob
         self._ksize = cfg.resolved_blur_kernel_size
+        self._consts: dict = {}
 
     # -- parameters ---------------------------------------------------------------------------
 
@@ -530,7 +559,7 @@ class ViewMaker:
         if kind == "crop":
             boxes = self.sample_crop_boxes(n, height, width, generator)
         else:
-            boxes = torch.tensor([[0.0, 0.0, float(width), float(height)]], device=dev).expand(n, 4)
+            boxes = _full_boxes(n, height, width, dev)
         u = _rand((n, 9), generator)
         flip = u[:, 0] < self.cfg.flip_prob
         jitter = u[:, 1] < self._jitter_prob
@@ -559,8 +588,8 @@ class ViewMaker:
         return self.render(images, params)
 
     def eval_view(self, images: torch.Tensor) -> torch.Tensor:
-        """Deterministic test transform: resize the whole image to R x R (bilinear, same resampler
-        as the training views) and normalise."""
+        """Deterministic test transform: resize the whole image to R x R (the original view's
+        resize: torchvision's antialiased bilinear Resize) and normalise."""
         self._check(images)
         n, _, height, width = images.shape
         dev = images.device
@@ -568,7 +597,7 @@ class ViewMaker:
         ones = torch.ones(n, device=dev)
         params = ViewParams(
             "original",
-            torch.tensor([[0.0, 0.0, float(width), float(height)]], device=dev).expand(n, 4),
+            _full_boxes(n, height, width, dev),
             zeros, zeros, ones, ones, ones, torch.zeros(n, device=dev),
             torch.arange(4, device=dev).expand(n, 4), zeros, zeros, ones,
             enabled=(False, False, False, False), blur_enabled=False,
@@ -609,7 +638,7 @@ class ViewMaker:
 
         def do_chunk(start: int) -> None:
             sl = slice(start, min(n, start + chunk))
-            src = images[sl].to(dtype=cdtype, memory_format=torch.contiguous_format)
+            src = _Chunk(images[sl], cdtype)
             for plan, out in zip(plans, outs):
                 self._render_chunk(src, plan.index(sl), out[sl], sync_free)
 
@@ -638,6 +667,17 @@ class ViewMaker:
         if images.device.type == "cpu" and images.dtype in (torch.float16, torch.bfloat16):
             return torch.float32
         return images.dtype
+
+    def _norm_consts(self, dtype: torch.dtype, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean and 1/std as 1 x 3 x 1 tensors, made once per (dtype, device): creating them
+        from Python lists is a host -> device copy, which synchronises on CUDA."""
+        key = (dtype, dev)
+        consts = self._consts.get(key)
+        if consts is None:
+            mean = torch.tensor(self.cfg.mean, dtype=dtype, device=dev).view(1, 3, 1)
+            inv_std = 1.0 / torch.tensor(self.cfg.std, dtype=dtype, device=dev).view(1, 3, 1)
+            consts = self._consts[key] = (mean, inv_std)
+        return consts
 
     def _plan(self, p: ViewParams, in_scale: float, dtype: torch.dtype, sync_free: bool) -> _Plan:
         """Turn the sampled parameters into per-sample (a, c, bias) coefficients of each pass."""
@@ -700,20 +740,31 @@ class ViewMaker:
         return _Plan(p.kind, p.boxes, p.flip, pos_a, pos_c, pos_bias, hue_sel,
                      p.hue.to(dtype), blur, kernels, fa, final_c)
 
-    def _render_chunk(self, src: torch.Tensor, p: _Plan, out: torch.Tensor, sync_free: bool) -> None:
+    def _render_chunk(self, src: "_Chunk", p: _Plan, out: torch.Tensor, sync_free: bool) -> None:
         cfg = self.cfg
-        n, _, height, width = src.shape
+        n, _, height, width = src.raw.shape
         size = cfg.size
         npix = size * size
-        dtype, dev = src.dtype, src.device
+        dtype, dev = src.dtype, src.raw.device
+        half = dtype in (torch.float16, torch.bfloat16)  # resampling runs in float32 then
 
         # 1. crop / resize / flip (linear; values stay in [0, in_scale]).
-        if p.kind == "original" and height == size and width == size:
-            x = torch.where(p.flip.view(n, 1, 1, 1), src.flip(3), src)
-        elif dtype in (torch.float16, torch.bfloat16):  # sampling coordinates need float32
-            x = _crop_resize(src.float(), p.boxes, p.flip, size).to(dtype)
+        if p.kind == "original":
+            if height == size and width == size:
+                y = src.values
+            elif src.raw.dtype == torch.uint8 and dev.type == "cpu":
+                # torchvision's Resize on uint8: the separable (AVX2) uint8 kernel, antialiased,
+                # rounded to uint8 like torchvision and PIL; ~3x cheaper than float resampling.
+                y = F.interpolate(src.raw.contiguous(), size=(size, size), mode="bilinear",
+                                  align_corners=False, antialias=True)
+            else:
+                y = F.interpolate(src.values.float() if half else src.values, size=(size, size),
+                                  mode="bilinear", align_corners=False, antialias=True)
+            x = torch.where(p.flip.view(n, 1, 1, 1), y.flip(3), y).to(dtype)
+        elif half:  # sampling coordinates need float32
+            x = _crop_resize(src.values.float(), p.boxes, p.flip, size).to(dtype)
         else:
-            x = _crop_resize(src, p.boxes, p.flip, size)
+            x = _crop_resize(src.values, p.boxes, p.flip, size)
         x = x.reshape(n, 3, npix)
 
         # 2. colour jitter: per position one matrix pass (+ clamp) and the hue subset.
@@ -725,7 +776,8 @@ class ViewMaker:
             if a is not None:
                 c, bias = p.pos_c[pos], p.pos_bias[pos]
                 if bias is not None:
-                    mean_gray = (x.mean(dim=2) * x.new_tensor(LUMA)).sum(dim=1)
+                    m = x.mean(dim=2)
+                    mean_gray = m[:, 0] * LUMA[0] + m[:, 1] * LUMA[1] + m[:, 2] * LUMA[2]
                     bias = (bias * mean_gray).view(n, 1, 1)
                 if c is not None:
                     t = _gray(x).mul_(c.view(n, 1, 1))
@@ -764,8 +816,7 @@ class ViewMaker:
                     x.view(n, 3, size, size).index_copy_(0, idx, y)
 
         # 4. pending matrix (+ v2 grayscale) and normalisation, the last op writing into `out`.
-        mean = torch.tensor(cfg.mean, dtype=dtype, device=dev).view(1, 3, 1)
-        inv_std = 1.0 / torch.tensor(cfg.std, dtype=dtype, device=dev).view(1, 3, 1)
+        mean, inv_std = self._norm_consts(dtype, dev)
         t = _gray(x).mul_(p.final_c.view(n, 1, 1)) if p.final_c is not None else None
         x.mul_(p.final_a.view(n, 1, 1))
         if t is not None:
