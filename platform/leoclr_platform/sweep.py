@@ -455,9 +455,15 @@ def summarize(spec: SweepSpec, name: str, root: str, results) -> SweepOutcome:
         seed = sampled.pop("seed", None)
         metrics = r.metrics or {}
         value = metrics.get(spec.metric)
-        status = "ERROR" if r.error else "TERMINATED"
+        epochs = metrics.get("epoch")
+        if r.error:
+            status = "ERROR"
+        elif epochs is not None and epochs < spec.max_epochs:
+            status = "STOPPED"  # by ASHA, after `epochs` epochs
+        else:
+            status = "COMPLETED"
         row = {"trial_id": metrics.get("trial_id") or _trial_id_from_path(r.path),
-               "status": status, "epochs": metrics.get("epoch"), spec.metric: value,
+               "status": status, "epochs": epochs, spec.metric: value,
                "params": sampled, "seed": seed,
                "error": _error_line(r.error), "path": r.path}
         rows.append(row)
@@ -547,6 +553,10 @@ def print_outcome(outcome: SweepOutcome, spec_metric: str, file=sys.stdout) -> N
     print(f"\nbest trial {best['trial_id']}: {spec_metric}={best[spec_metric]:.2f}", file=file)
     print(f"  config: {json.dumps(best['params'])} seed={best['seed']}", file=file)
     print(f"  checkpoint: {best['checkpoint']}", file=file)
+    if best["checkpoint"]:
+        ckpt = best["checkpoint"]
+        print(f"  train it further: leoclr train --config {ckpt}/config.json --set epochs=<N> --resume {ckpt}",
+              file=file)
 
 
 def _fmt(v: Any) -> str:
