@@ -41,6 +41,8 @@ def cmd_train(args) -> int:
         values.update(load_yaml_mapping(args.config))
         source = args.config
     values.update(parse_overrides(args.overrides))
+    if args.overrides:  # errors name where the value came from
+        source = f"{args.config} + --set" if args.config else "--set"
     values.setdefault("knn_at_start", True)
     cfg = TrainConfig.from_dict(values, source=source)  # fails here, before any compute
 

@@ -98,6 +98,19 @@ def test_ray_job_submit_runs_the_demo_sweep(cluster):
     assert "best trial" in submit.stdout
 
 
+def test_ray_job_submit_with_python_dash_m(cluster):
+    """The same through `python -m leoclr_platform` (the job runs the cluster's Python)."""
+    storage = cluster["storage"]
+    submit = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT),
+         "--", "python", "-m", "leoclr_platform", "sweep", "smoke", "--smoke-test", "--name", "jobmodule",
+         "--storage", str(storage)],
+        env=job_env(cluster), capture_output=True, text=True, timeout=900)
+    assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
+    summary = json.loads((storage / "jobmodule" / "summary.json").read_text())
+    assert len(summary["trials"]) == 2 and summary["errors"] == 0
+
+
 def test_unreachable_address_is_a_clear_error(tmp_path):
     port = free_port()  # nothing listens there
     proc = subprocess.run([sys.executable, "-m", "leoclr_platform", "sweep", "smoke", "--address",
