@@ -153,10 +153,12 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "LEOCLR_CACHE": str(tmp_path / "cache")}
     args = ["sweep", "smoke", "--name", "killed", "--storage", str(tmp_path), "--num-cpus", "2",
             "--trials", "3"]
-    proc = subprocess.Popen(LEOCLR + args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = open(tmp_path / "first_driver.log", "w")
+    proc = subprocess.Popen(LEOCLR + args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     db = tmp_path / "killed" / "optuna.db"
-    deadline = time.time() + 400
+    deadline = time.time() + 720
+    tail = lambda: (tmp_path / "first_driver.log").read_text()[-3000:]  # noqa: E731
     try:
         while time.time() < deadline:
             if db.exists():
@@ -167,13 +169,14 @@ def test_resume_after_the_driver_is_killed(tmp_path):
                     done = 0
                 if done >= 1:
                     break
-            assert proc.poll() is None, "the sweep ended before it could be interrupted"
+            assert proc.poll() is None, "the sweep ended before it could be interrupted:\n" + tail()
             time.sleep(1)
         else:
-            pytest.fail("no trial completed in time")
+            pytest.fail("no trial completed in time:\n" + tail())
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
         proc.wait()
+        log.close()
     subprocess.run(["pkill", "-9", "-f", "killed/train"], check=False)
     before = study_trials(tmp_path / "killed", "killed")
     completed_before = [t for t in before if t.state == optuna.trial.TrialState.COMPLETE]
