@@ -264,20 +264,26 @@ def start_local_ray(num_cpus: int | None = None) -> str:
 
     import ray
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    address = f"127.0.0.1:{port}"
-    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-    try:
-        # "local": always a fresh in-process runtime, never some other `ray start` cluster
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 log_to_driver=True,
-                 runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": address,
-                                           **_passthrough_env()}})
-    finally:
-        os.environ.pop("RAY_GCS_SERVER_PORT", None)
-    return address
+    last_error: Exception | None = None
+    for _ in range(2):  # a port taken in between, or a dashboard slow to start under load
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        address = f"127.0.0.1:{port}"
+        os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+        try:
+            # "local": always a fresh in-process runtime, never some other `ray start` cluster
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                     log_to_driver=True,
+                     runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": address,
+                                               **_passthrough_env()}})
+            return address
+        except Exception as exc:  # noqa: BLE001 - reported below with its cause
+            last_error = exc
+            ray.shutdown()
+        finally:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+    raise SweepError(f"could not start a local Ray runtime: {type(last_error).__name__}: {last_error}")
 
 
 def _passthrough_env() -> dict[str, str]:
