@@ -62,7 +62,7 @@ Semantics and the implementation choices that keep them exact
 * Gaussian blur: torchvision's kernel (``_get_gaussian_kernel1d``: odd size, normalised
   Gaussian pdf sampled on ``linspace(-(k-1)/2, (k-1)/2, k)``), reflect padding, applied as two
   1-D depthwise convolutions with per-sample kernels (grouped conv; on CPU in channels_last
-  layout, where oneDNN's depthwise kernel is ~4x faster). Kernel size default: ``int(0.1 * R)``
+  layout, where oneDNN's depthwise kernel is 2-7x faster). Kernel size default: ``int(0.1 * R)``
   made odd, at least 3 (23 at 224 px, 3 at 32 px), configurable. The result equals
   torchvision's 2-D ``gaussian_blur`` to float rounding.
 
@@ -407,7 +407,7 @@ def _depthwise_blur(x: torch.Tensor, kernels: torch.Tensor, contiguous: bool = T
 
     Two depthwise (grouped) convolutions with one group per (image, channel). On CPU the data
     is put in channels_last layout first: oneDNN's depthwise kernel then vectorises across the
-    n*3 planes and runs ~4x faster than on NCHW planes. ``contiguous=False`` may return that
+    n*3 planes and runs 2-7x faster than on NCHW planes. ``contiguous=False`` may return that
     layout (a caller that copies the result anyway saves a pass).
     """
     n, c, h, w = x.shape
@@ -612,7 +612,8 @@ class ViewMaker:
         cdtype = self._compute_dtype(images)
         channels_last = self.channels_last
         if channels_last is None:
-            channels_last = images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
+            channels_last = (images.is_contiguous(memory_format=torch.channels_last)
+                             and not images.is_contiguous())
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         size = self.cfg.size
         outs = [torch.empty(n, 3, size, size, dtype=cdtype, device=dev, memory_format=fmt)
@@ -655,7 +656,8 @@ class ViewMaker:
     @staticmethod
     def _check(images: torch.Tensor) -> None:
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be a B x 3 x H x W tensor, got {getattr(images, 'shape', type(images))}")
+            got = getattr(images, "shape", type(images))
+            raise ValueError(f"images must be a B x 3 x H x W tensor, got {got}")
         if images.dtype != torch.uint8 and not images.is_floating_point():
             raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
 

@@ -92,7 +92,7 @@ def reference_view(img: torch.Tensor, p, i: int, cfg: ViewConfig) -> torch.Tenso
 # ---------------------------------------------------------------------------------------------
 
 
-def test_original_view_without_augmentation_is_plain_resize_and_keeps_corners():
+def test_original_view_without_augmentation_is_resize_of_whole_image():
     """The original view is torchvision's Resize((R, R)) of the whole image (bilinear with
     antialias; for uint8 input torchvision's own uint8 kernel), no crop."""
     size, out = 64, 48
@@ -156,9 +156,10 @@ def test_crop_boxes_follow_torchvision_semantics():
     assert (x0 == 0).any() and (x1 == w).any() and (y0 == 0).any() and (y1 == h).any()
     # fallback: an impossible scale (only via extreme aspect) uses the centre crop
     fb = sample_crop_boxes(8, 10, 100, gen(2), (0.9, 1.0), ratio)  # 10x100 never fits 0.9*area
-    in_ratio_h = int(round(10 * ratio[1]))
-    assert torch.equal(fb, torch.tensor([[(100 - in_ratio_h) // 2, 0, (100 - in_ratio_h) // 2 + in_ratio_h, 10]],
-                                        dtype=torch.float32).expand(8, 4))
+    fw = int(round(10 * ratio[1]))  # height 10, width clamped to ratio 4/3
+    x0 = (100 - fw) // 2
+    expected = torch.tensor([[x0, 0, x0 + fw, 10]], dtype=torch.float32).expand(8, 4)
+    assert torch.equal(fb, expected)
 
 
 def test_crop_box_mean_scale_matches_torchvision_sampler():
