@@ -128,13 +128,6 @@ class TrainConfig:
         """Linear scaling rule: lr * global batch / 256."""
         return self.lr * self.batch_size / 256
 
-    def keys_enqueued_per_image(self) -> int:
-        from trainables.losses import STRATEGIES  # local import: losses imports nothing from here
-
-        spec = STRATEGIES[self.attraction_strategy]
-        n_keys = len(spec.key_views(self.symmetric))
-        return n_keys if self.enqueue == "both" else 1
-
     def validate(self, source: str = "config") -> None:
         def bad(key: str, reason: str) -> ConfigError:
             return ConfigError(f"{source}: {key}={getattr(self, key)!r}: {reason}")
