@@ -348,6 +348,10 @@ class Trainer:
         if cfg.knn_at_start and self.epoch == 0:
             init_metrics = {f"{k}_init": v for k, v in self.knn_eval().items()}
         written: list[Path] = []
+        if self.epoch >= cfg.epochs and self.history and report is not None:
+            # resumed from its final checkpoint (e.g. a sweep driver killed after the run ended):
+            # nothing to train, but the caller still needs the run's result
+            report(dict(self.history[-1]), None)
         try:
             while self.epoch < cfg.epochs:
                 epoch_start = time.perf_counter()

@@ -129,6 +129,17 @@ def test_resume_is_bit_for_bit(tmp_path):
     assert straight.history[-1]["knn_top1"] == resumed.history[-1]["knn_top1"]
 
 
+def test_resuming_a_finished_run_reports_its_final_metrics(tmp_path):
+    cfg = tiny(epochs=1)
+    done = Trainer(cfg)
+    done.fit(checkpoint_dir=tmp_path)
+    again = Trainer(cfg)
+    again.load_checkpoint(tmp_path / "epoch_0001")
+    reports = []
+    again.fit(lambda m, c: reports.append((m, c)), checkpoint_dir=tmp_path / "more")
+    assert reports == [(done.history[-1], None)]  # the result once more, nothing retrained
+
+
 def test_divergence_fails_clearly():
     with pytest.raises(DivergenceError, match=r"loss is not finite .* at epoch 1"):
         train_fn_per_worker(tiny(lr=1e12, epochs=1, finite_check_every=1))
