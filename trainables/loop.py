@@ -305,6 +305,8 @@ class Trainer:
                         "feature_dim": self.query_encoder.feature_dim}, tmp / ENCODER_FILE)
             self.cfg.save(tmp / "config.json")
             (tmp / "metrics.json").write_text(json.dumps(self.history[-1] if self.history else {}, indent=2))
+            # every epoch so far: lets a tracker replay a run's metric history from disk alone
+            (tmp / "history.json").write_text(json.dumps(self.history, indent=1))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)

@@ -64,7 +64,8 @@ def test_every_strategy_trains_and_reports(overrides, tmp_path):
         assert key in metrics, key
     assert metrics["epoch"] == 1 and final == metrics
     assert 0 <= metrics["knn_top1"] <= 100 and metrics["loss"] > 0
-    assert {CHECKPOINT_FILE, "encoder.pt", "config.json", "metrics.json"} <= set(os.listdir(ckpt))
+    assert {CHECKPOINT_FILE, "encoder.pt", "config.json", "metrics.json", "history.json"} <= set(os.listdir(ckpt))
+    assert json.loads(open(os.path.join(ckpt, "history.json")).read()) == [metrics]
     assert json.loads(open(os.path.join(ckpt, "config.json")).read())["attraction_strategy"] == overrides["attraction_strategy"]
 
 
