@@ -144,8 +144,10 @@ class TrainConfig:
             ("amp", ("auto", "bf16", "off")),
             ("channels_last", ("auto", "on", "off")),
         ):
-            if getattr(self, key) not in allowed:
-                raise bad(key, f"must be one of {', '.join(allowed)}")
+            value = getattr(self, key)
+            if value not in allowed:
+                hint = _did_you_mean(value, allowed) if isinstance(value, str) else ""
+                raise bad(key, f"must be one of {', '.join(allowed)}{hint}")
         if not 0.0 <= self.key_momentum < 1.0:
             raise bad("key_momentum", "must be in [0, 1) (theta_k <- m theta_k + (1 - m) theta_q)")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
@@ -197,11 +199,20 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------
-def _did_you_mean(key: str, known: Mapping[str, Any]) -> str:
+def _did_you_mean(key: str, known: Any) -> str:
+    """' (did you mean 'x'?)' for a misspelt or shortened name, else ''."""
     import difflib
 
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    names = [str(k) for k in known]
+    # a prefix of a longer name ("warmup" -> "warmup_epochs") beats an edit-distance neighbour
+    close = [n for n in names if len(key) >= 3 and n.startswith(key)]
+    if not close:
+        close = difflib.get_close_matches(key, names, n=1)
+    if not close and len(key) >= 4:  # "momentum" -> key_momentum, optimizer_momentum
+        close = [n for n in names if key in n]
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(c) for c in close[:2])}?)"
 
 
 def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
@@ -231,7 +242,8 @@ def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {type(value).__name__}")
+        note = " (YAML reads on/off/yes/no as true/false: quote the value)" if isinstance(value, bool) else ""
+        raise ConfigError(f"{where}: expected a string, got {type(value).__name__}{note}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} numbers")

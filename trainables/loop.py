@@ -91,6 +91,12 @@ class Trainer:
                 f"batch_size={cfg.batch_size} is not divisible by the {self.world} workers"
             )
         self.local_batch = cfg.batch_size // self.world
+        self.bn_splits = cfg.bn_splits or (8 if self.world == 1 else 1)
+        split_bn = self.world == 1 and cfg.mechanism == "momentum" and cfg.shuffle_bn and self.bn_splits > 1
+        if split_bn and self.local_batch % self.bn_splits:  # checked before any data is loaded
+            zero = " (0 means 8 on one process)" if not cfg.bn_splits else ""
+            raise ConfigError(f"batch_size={cfg.batch_size}: must be divisible by bn_splits={self.bn_splits}"
+                              f"{zero}: SplitBatchNorm needs equal groups; change batch_size or bn_splits")
         self.device = device or resolve_device(cfg)
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and cuda)
@@ -120,10 +126,7 @@ class Trainer:
         # Models: identical initialisation on every rank (DDP also broadcasts rank 0's weights).
         torch.manual_seed(cfg.seed)
         encoder = Encoder(cfg.backbone, cfg.head, cfg.embedding_dim)
-        self.bn_splits = cfg.bn_splits or (8 if self.world == 1 else 1)
-        if self.momentum_mechanism and self.world == 1 and cfg.shuffle_bn and self.bn_splits > 1:
-            if self.local_batch % self.bn_splits:
-                raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by bn_splits={self.bn_splits}")
+        if split_bn:
             encoder = convert_split_bn(encoder, self.bn_splits)
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.query_encoder = encoder.to(self.device, memory_format=memory_format)
@@ -245,6 +248,21 @@ class Trainer:
             "steps": steps,
         }
 
+    def sync_bn_statistics(self) -> None:
+        """Average BatchNorm running statistics over the workers (after each epoch).
+
+        Each DDP worker's BN layers track the statistics of its own batches, so without this the
+        workers' kNN shards would be computed by slightly different models, and none of them
+        the one rank 0 checkpoints. Averaged, the monitor, the checkpoint and a later
+        single-process evaluation all see the same encoder."""
+        if not D.is_distributed():
+            return
+        for module in self.query_encoder.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+                for buffer in (module.running_mean, module.running_var):
+                    dist.all_reduce(buffer)
+                    buffer.div_(self.world)
+
     # ---------------------------------------------------------------------------------------
     def _eval_batches(self, ds, batch_size: int = 512):
         """This rank's share of a labelled split, in order, nothing dropped."""
@@ -359,6 +377,7 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 metrics = self.train_epoch()
                 self.epoch += 1
+                self.sync_bn_statistics()
                 if self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs:
                     knn_start = time.perf_counter()
                     metrics.update(self.knn_eval())
@@ -390,7 +409,11 @@ def load_checkpoint_file(file: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle error, foreign object...
-        raise CheckpointError(f"{file}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        text = str(exc).strip()
+        # PyTorch's zip and weights-only errors run on for a paragraph: keep the first sentence
+        reason = text.splitlines()[0].split(". ")[0].rstrip(".") if text else "no detail"
+        raise CheckpointError(f"{file}: unreadable checkpoint ({type(exc).__name__}: {reason}); truncated, "
+                              "corrupt or not written by leoclr") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{file}: not a leoclr checkpoint (format {CHECKPOINT_FORMAT} expected)")
     return state

@@ -1,4 +1,4 @@
-"""`leoclr` command line: train (one process, no Ray); later sweep / promote / evaluate / report."""
+"""`leoclr` command line: train, sweep, promote, evaluate, report, sync, ui."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _train_parser(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from trainables.config import TrainConfig, load_yaml_mapping, parse_overrides
+    from trainables.config import ConfigError, TrainConfig, load_yaml_mapping, parse_overrides
 
     values: dict = dict(SMOKE_OVERRIDES) if args.smoke_test else {}
     source = "defaults"
@@ -47,8 +47,11 @@ def cmd_train(args) -> int:
     cfg = TrainConfig.from_dict(values, source=source)  # fails here, before any compute
 
     out = Path(args.out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.json")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
+    except OSError as exc:
+        raise ConfigError(f"--out {args.out or out}: cannot write there: {exc.strerror or exc}") from None
     print("resolved config:")
     print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     print(f"output: {out}\n")
@@ -92,6 +95,11 @@ def _sweep_parser(sub) -> None:
     p.add_argument("--num-cpus", type=int, help="CPUs of the in-process Ray runtime (default: all)")
     p.add_argument("--trials", type=int, help="override budget.trials")
     p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
+    _tracking_args(p)
+    p.add_argument("--experiment", help="MLflow experiment (default: leoclr/<space name>)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--tracking-timeout", type=float, default=300.0, metavar="S",
+                   help="at the end, wait up to S seconds for an unreachable store (then: leoclr sync NAME)")
     p.add_argument("--dry-run", action="store_true", help="validate, print the resolved space and first configs")
     p.add_argument("--smoke-test", action="store_true",
                    help="shrink the space to seconds-long trials (tiny CNN and data, 2 trials, 1 epoch)")
@@ -106,7 +114,9 @@ def cmd_sweep(args) -> int:
         if args.space:
             print("leoclr: note: SPACE is ignored with --resume (the sweep's own copy is used)")
         outcome = run_sweep(None, name=args.resume, storage=args.storage, study_storage=args.study_storage,
-                            address=args.address, resume=True, num_cpus=args.num_cpus)
+                            address=args.address, resume=True, num_cpus=args.num_cpus,
+                            tracking_uri=args.tracking_uri, experiment=args.experiment,
+                            track=not args.no_tracking, tracking_timeout=args.tracking_timeout)
     else:
         if not args.space:
             raise spaces.SpaceError("leoclr sweep: give a search space (a shipped name or a YAML path): "
@@ -122,7 +132,9 @@ def cmd_sweep(args) -> int:
             return 0
         outcome = run_sweep(spec, name=args.name, storage=args.storage, study_storage=args.study_storage,
                             address=args.address, num_cpus=args.num_cpus, trials=args.trials,
-                            max_epochs=args.max_epochs)
+                            max_epochs=args.max_epochs, tracking_uri=args.tracking_uri,
+                            experiment=args.experiment, track=not args.no_tracking,
+                            tracking_timeout=args.tracking_timeout)
     print_outcome(outcome, outcome_metric(outcome))
     if outcome.best is None:
         return 1
@@ -162,11 +174,143 @@ def outcome_metric(outcome) -> str:
     return parse_space(meta["space_text"], source=meta["space_source"]).metric
 
 
+def _tracking_args(p) -> None:
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                                          "sqlite:///<project>/mlflow.db; an MLflow server: http://host:port)")
+
+
+def _ui_parser(sub) -> None:
+    p = sub.add_parser("ui", help="serve the MLflow UI for the tracking store on 127.0.0.1 and print its URL")
+    _tracking_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+
+
+def cmd_ui(args) -> int:
+    import shutil
+    import subprocess
+
+    from leoclr_platform import tracking as T
+
+    uri = T.resolve_tracking_uri(args.tracking_uri)
+    if not T.is_local_store(uri):
+        print(f"the tracking store is already served: open {T.redact_uri(uri)} in a browser")
+        return 0
+    T.check_store(uri)  # creates the schema if this is a fresh store
+    artifacts = T.sqlite_path(uri).parent / "mlartifacts"
+    mlflow_bin = shutil.which("mlflow", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    command = [mlflow_bin or "mlflow", "server", "--backend-store-uri", uri, "--artifacts-destination", str(artifacts),
+               "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    if args.host not in ("127.0.0.1", "localhost"):
+        print(f"leoclr: note: binding {args.host}: anyone who can reach this port can read and change the store; "
+              "MLflow also checks the Host header (add --allowed-hosts through `mlflow server` if needed)")
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"MLflow UI for {uri}\n  open http://{shown}:{args.port} in a browser (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _promote_parser(sub) -> None:
+    p = sub.add_parser("promote", help="register a sweep's best encoder in the MLflow Model Registry and set an alias")
+    p.add_argument("--sweep", help="pick the best finished trial of this sweep by its objective")
+    p.add_argument("--run-id", help="promote this trial run instead")
+    p.add_argument("--metric", help="rank by this metric (default: the sweep's objective)")
+    p.add_argument("--mode", choices=("max", "min"), help="default: the sweep's objective mode")
+    p.add_argument("--alias", default="candidate", help="alias to point at the version (default: candidate)")
+    p.add_argument("--model-name", default="leoclr-encoder", help="registered model name (default: leoclr-encoder)")
+    _tracking_args(p)
+    p.set_defaults(func=cmd_promote)
+
+
+def cmd_promote(args) -> int:
+    from leoclr_platform import tracking as T
+    from leoclr_platform.promotion import promote
+
+    promote(T.resolve_tracking_uri(args.tracking_uri), sweep=args.sweep, run_id=args.run_id, metric=args.metric,
+            mode=args.mode, alias=args.alias, model_name=args.model_name)
+    return 0
+
+
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="linear evaluation, kNN and random-crop test of a registered encoder",
+                       description="MODEL is models:/<name>@<alias> or models:/<name>/<version>.")
+    p.add_argument("model", help="e.g. models:/leoclr-encoder@candidate")
+    p.add_argument("--dataset", help="labelled data set (default: the one the encoder was trained on)")
+    p.add_argument("--data-root", help="its folder (ImageFolder / CIFAR / STL-10 / Parquet)")
+    p.add_argument("--linear-epochs", type=int, help="linear classifier epochs (default 100, the SPEC's)")
+    p.add_argument("--augment", choices=("crop_flip", "none"),
+                   help="classifier train views: crop_flip (SPEC) or none (cached center-view features; fast)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="any linear-protocol field, e.g. --set lr=10 (see docs/tracking.md)")
+    p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
+    p.add_argument("--address", help="run the evaluation as a task on this Ray cluster (a GPU if it has one)")
+    p.add_argument("--smoke-test", action="store_true", help="2 classifier epochs on cached features")
+    _tracking_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from trainables.config import parse_overrides
+
+    from leoclr_platform import tracking as T
+    from leoclr_platform.promotion import evaluate_model
+
+    overrides = parse_overrides(args.overrides)
+    if args.smoke_test:
+        overrides = {"epochs": 2, "augment": "none", **overrides}
+    if args.linear_epochs is not None:
+        overrides["epochs"] = args.linear_epochs
+    if args.augment:
+        overrides["augment"] = args.augment
+    evaluate_model(T.resolve_tracking_uri(args.tracking_uri), args.model, dataset=args.dataset,
+                   data_root=args.data_root, protocol_overrides=overrides, device=args.device, address=args.address)
+    return 0
+
+
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="ablation table and plots of a sweep, from MLflow")
+    p.add_argument("name", help="sweep name")
+    p.add_argument("--out", help="output folder (default: <storage>/<sweep>/report)")
+    _tracking_args(p)
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from leoclr_platform import tracking as T
+    from leoclr_platform.reporting import report_sweep
+
+    report_sweep(T.resolve_tracking_uri(args.tracking_uri), args.name, args.out)
+    return 0
+
+
+def _sync_parser(sub) -> None:
+    p = sub.add_parser("sync", help="replay a sweep's results on disk into MLflow (after the store was away)")
+    p.add_argument("name", help="sweep name")
+    p.add_argument("--storage", help="results root the sweep used (default: ./runs or $LEOCLR_STORAGE)")
+    _tracking_args(p)
+    p.set_defaults(func=cmd_sync)
+
+
+def cmd_sync(args) -> int:
+    from leoclr_platform.sweep import sync_sweep
+
+    sync_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leoclr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _sweep_parser(sub)
+    _promote_parser(sub)
+    _evaluate_parser(sub)
+    _report_parser(sub)
+    _sync_parser(sub)
+    _ui_parser(sub)
     return parser
 
 
@@ -176,12 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.config import ConfigError
     from trainables.data import DatasetError
     from trainables.loop import CheckpointError, DivergenceError
+    from leoclr_platform.evaluate import EvaluationError
+    from leoclr_platform.promotion import RegistryError
     from leoclr_platform.spaces import SpaceError
     from leoclr_platform.sweep import SweepError
+    from leoclr_platform.tracking import TrackingError
 
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, CheckpointError, SpaceError, SweepError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, SpaceError, SweepError, TrackingError, RegistryError,
+            EvaluationError) as exc:
         print(f"leoclr: error: {exc}", file=sys.stderr)
         return 2
     except DivergenceError as exc:

@@ -616,7 +616,7 @@ def _config_problem(spec: SweepSpec, applied: Mapping[str, Any]) -> tuple[str, s
         if msg.startswith(_SENTINEL + ": "):
             msg = msg[len(_SENTINEL) + 2:]
         match = re.match(r"^(\w+)=", msg)
-        if "expected a string, got bool" in msg:
+        if "expected a string, got bool" in msg and "quote the value" not in msg:
             msg += " (YAML reads on/off/yes/no as true/false: quote the value)"
         return (match.group(1) if match else "?"), msg
     # Checks that need the trial's resources, not only the config.

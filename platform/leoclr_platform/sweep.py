@@ -132,6 +132,12 @@ def fail_zombie_trials(rdb, study_name: str) -> int:
     return len(zombies)
 
 
+def resolved_config(spec: SweepSpec, config: dict[str, Any]):
+    """A Tune trial config -> the validated TrainConfig the trial trains."""
+    sampled = config.get("cell", config)  # grid: {"cell": {...}}; search: what Optuna produced
+    return trial_config(spec, decode_sampled(spec, sampled), seed=sampled.get("seed"))
+
+
 def _status_actor():
     import ray
 
@@ -162,8 +168,7 @@ def train_driver_fn(config: dict[str, Any], sweep: SweepContext) -> None:
 
     spec = sweep.spec
     trial_id = ray.tune.get_context().get_trial_id()
-    sampled = config.get("cell", config)  # grid: {"cell": {...}}; search: what Optuna produced
-    cfg = trial_config(spec, decode_sampled(spec, sampled), seed=sampled.get("seed"))
+    cfg = resolved_config(spec, config)
     use_gpu = spec.gpus_per_worker > 0
     resources = {"CPU": spec.cpus_per_worker}
     if use_gpu:
@@ -207,6 +212,7 @@ class SweepOutcome:
     best: dict[str, Any] | None  # trial_id, config, metric value, checkpoint
     trials: list[dict[str, Any]]  # one row per trial: id, status, epochs, metric, params
     errors: int
+    tracking: dict[str, Any] | None = None  # uri, experiment, parent run id, undelivered calls
 
 
 def _cluster_resources() -> dict[str, float]:
@@ -286,6 +292,21 @@ def start_local_ray(num_cpus: int | None = None) -> str:
     raise SweepError(f"could not start a local Ray runtime: {type(last_error).__name__}: {last_error}")
 
 
+def _local_resources(num_cpus: int | None = None) -> dict[str, float]:
+    """What `start_local_ray(num_cpus)` will offer, found without starting it."""
+    if num_cpus is None:
+        try:
+            from ray._private.utils import get_num_cpus  # Ray's own count (cgroup limits...)
+
+            num_cpus = get_num_cpus()
+        except Exception:  # noqa: BLE001 - a private helper: fall back to the OS count
+            num_cpus = os.cpu_count() or 1
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return {"CPU": float(num_cpus), "GPU": float(gpus)}
+
+
 def _passthrough_env() -> dict[str, str]:
     """Settings of this process that trials must see too (cache and storage locations)."""
     return {k: os.environ[k] for k in ("LEOCLR_CACHE", "LEOCLR_STORAGE") if k in os.environ}
@@ -332,8 +353,16 @@ def _study_storage(root: str, study_storage: str | None):
     url = study_storage or f"sqlite:///{Path(root) / STUDY_FILE}"
     if _is_uri(root) and not study_storage:
         raise SweepError(f"storage {root!r} is remote: pass --study-storage (an RDB URL for the Optuna study)")
-    return url, optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
-                                           if url.startswith("sqlite") else {})
+    try:
+        return url, optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
+                                               if url.startswith("sqlite") else {})
+    except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver, an unreachable server
+        from leoclr_platform.tracking import redact_uri
+
+        shown = redact_uri(url)
+        where = f"--study-storage {shown!r}" if study_storage else f"study storage {shown!r}"
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise SweepError(f"{where}: cannot open the Optuna study storage: {type(exc).__name__}: {first}") from None
 
 
 def run_sweep(
@@ -348,9 +377,20 @@ def run_sweep(
     trials: int | None = None,
     max_epochs: int | None = None,
     verbose: int = 1,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    track: bool = True,
+    tracking_timeout: float = 300.0,
 ) -> SweepOutcome:
-    """Validate everything, then run (or resume) a sweep. Returns the outcome table."""
+    """Validate everything, then run (or resume) a sweep. Returns the outcome table.
+
+    Tracking (MLflow) is checked before any compute: `tracking_uri` (else $MLFLOW_TRACKING_URI,
+    else the project's SQLite store), experiment `experiment` (default "leoclr/<space name>").
+    """
+    from leoclr_platform import tracking as T
+
     root_base = storage or str(default_storage())
+    meta: dict[str, Any] = {}
     if resume:
         if not name:
             raise SweepError("--resume needs the sweep name")
@@ -359,6 +399,9 @@ def run_sweep(
         spec = parse_space(meta["space_text"], source=meta["space_source"])
         spec = dataclasses.replace(spec, path=Path(meta["space_path"]) if meta.get("space_path") else None)
         study_storage = study_storage or meta.get("study_storage_arg")
+        tracking_uri = tracking_uri or meta.get("tracking_uri")
+        experiment = experiment or meta.get("experiment")
+        track = track and meta.get("tracking_uri") is not None
     else:
         spec = space if isinstance(space, SweepSpec) else load_space(space)
         changes = {}
@@ -376,6 +419,16 @@ def run_sweep(
             raise SweepError(f"sweep {name!r} already exists under {root_base}: use --resume {name} "
                              "to continue it, or another --name")
     validate_space(spec)  # again on resume: data present, config still valid with this code
+    # where it will run, checked before anything is written or started (a runtime already
+    # initialised in this process is used as it is, and checked after connect_ray below)
+    import ray
+
+    target = address or os.environ.get("RAY_ADDRESS")
+    if not ray.is_initialized():
+        if target:
+            _check_reachable(target)
+        else:
+            check_resources(spec, _local_resources(num_cpus))
     if not _is_uri(root):
         try:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -385,19 +438,67 @@ def run_sweep(
         except OSError as exc:
             raise SweepError(f"storage path {root!r} is not writable: {exc.strerror}") from None
     study_url, rdb = _study_storage(root, study_storage)
+    uri = T.resolve_tracking_uri(tracking_uri) if track else None
+    experiment = experiment or f"leoclr/{spec.name}"
+    if uri:
+        T.check_store(uri)  # an unreachable server or unwritable store fails here, before compute
     if not resume:
-        _write_meta(root, {"name": name, "space_name": spec.name, "space_source": spec.label,
-                           "space_path": str(spec.path) if spec.path else None, "space_text": spec.text,
-                           "study_name": name, "study_storage": study_url,
-                           "study_storage_arg": study_storage, "created": time.time()})
+        meta = {"name": name, "space_name": spec.name, "space_source": spec.label,
+                "space_path": str(spec.path) if spec.path else None, "space_text": spec.text,
+                "study_name": name, "study_storage": study_url,
+                "study_storage_arg": study_storage, "tracking_uri": uri, "experiment": experiment,
+                "created": time.time()}
+        _write_meta(root, meta)
 
     connect_ray(address, num_cpus=num_cpus)
-    concurrency = check_resources(spec, _cluster_resources())
-    return _fit(spec, name, root, rdb, concurrency, resume=resume, verbose=verbose)
+    cluster = _cluster_resources()
+    concurrency = check_resources(spec, cluster)
+    tracker = None
+    if uri:
+        tracker = _open_tracker(spec, name, root, uri, experiment, meta, cluster)
+    return _fit(spec, name, root, rdb, concurrency, resume=resume, verbose=verbose, tracker=tracker,
+                tracking_timeout=tracking_timeout)
+
+
+def _open_tracker(spec: SweepSpec, name: str, root: str, uri: str, experiment: str, meta: dict[str, Any],
+                  cluster: dict[str, float]):
+    """The sweep's parent run (created, or found again on --resume) and its tracker."""
+    import ray
+
+    from leoclr_platform import tracking as T
+
+    if uri.startswith(("http://", "https://")):
+        # fail a call in seconds and let the tracker's own backoff retry it (MLflow's default
+        # retries one call for minutes, holding up everything queued behind it)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    tracker = T.SweepTracker(uri, experiment, name, max_epochs=spec.max_epochs, metric=spec.metric)
+    params = {"space": spec.name, "mode": spec.mode, "objective": f"{spec.metric} ({spec.metric_mode})",
+              "trials": spec.total_trials(), "max_epochs": spec.max_epochs, "seeds": list(spec.seeds),
+              "searched": [p.name for p in spec.params], "workers": spec.workers,
+              "cpus_per_worker": spec.cpus_per_worker, "gpus_per_worker": spec.gpus_per_worker,
+              "results": root}
+    if spec.mode == "search":
+        params.update(grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+    all_resources = {k: v for k, v in ray.cluster_resources().items()}
+    tags = {"mode": spec.mode, "objective": spec.metric,
+            **T.hardware_tags(spec.workers, spec.cpus_per_worker, spec.gpus_per_worker,
+                              {**all_resources, **cluster})}
+    logged_meta = {k: v for k, v in meta.items() if k != "space_text"}
+    space_file = spec.path.name if spec.path else f"{spec.name}.yaml"
+    try:
+        tracker.open(space_name=spec.name, space_text=spec.text, space_file=space_file, params=params,
+                     tags=tags, meta=logged_meta)
+    except T.TrackingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any store error, reported with its cause
+        raise SweepError(f"tracking store {T.redact_uri(uri)}: cannot open the sweep's run: "
+                         f"{type(exc).__name__}: {exc}") from None
+    return tracker
 
 
 def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume: bool,
-         verbose: int) -> SweepOutcome:
+         verbose: int, tracker=None, tracking_timeout: float = 300.0) -> SweepOutcome:
     import ray.tune as tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table reporter
@@ -409,15 +510,27 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
     )
     storage_path, exp_name = os.path.dirname(root.rstrip("/")), os.path.basename(root.rstrip("/"))
     total = spec.total_trials()
+    callbacks = []
+    if tracker is not None:
+        from leoclr_platform.tune_tracking import MlflowTrialCallback
+
+        callbacks.append(MlflowTrialCallback(
+            tracker, resolve_config=lambda config: resolved_config(spec, config).to_dict(),
+            disk_history=lambda trial_id: disk_history(root, trial_id), error_line=_error_line))
     run_config = tune.RunConfig(
         name=exp_name,
         storage_path=storage_path,
         failure_config=tune.FailureConfig(max_failures=0),  # worker faults are retried by Train
         progress_reporter=_progress_reporter(spec, total),
+        callbacks=callbacks,
         verbose=verbose,
     )
     if resume and tune.Tuner.can_restore(root):
         tuner = tune.Tuner.restore(root, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        # the pickled RunConfig holds a placeholder for the tracking callback: put the live one back
+        restored_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+        if restored_config is not None:
+            restored_config.callbacks = callbacks
     else:
         if spec.mode == "grid":
             # every cell carries every key (None where a `when` excludes it): the table looks them up
@@ -446,10 +559,78 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
                                           # group) is only released when its owner dies
                                           reuse_actors=False)
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    except BaseException:
+        if tracker is not None:  # the parent run says the sweep stopped; --resume reopens it
+            tracker.close("KILLED", timeout=30)
+        raise
     if spec.mode == "search":
         fail_zombie_trials(rdb, name)
-    return summarize(spec, name, root, results)
+    outcome = summarize(spec, name, root, results)
+    if tracker is not None:
+        outcome.tracking = finish_tracking(tracker, outcome, timeout=tracking_timeout)
+    return outcome
+
+
+_ROW_STATUS = {"COMPLETED": "FINISHED", "STOPPED": "KILLED", "ERROR": "FAILED"}
+
+
+def finish_tracking(tracker, outcome: SweepOutcome, timeout: float = 300.0) -> dict[str, Any]:
+    """Bring every trial's run in line with the outcome (epochs from disk, final status, encoder
+    of finished trials; all idempotent), then end the parent run. Returns where things went."""
+    for row in outcome.trials:
+        trial_id = row["trial_id"]
+        history = disk_history(outcome.root, trial_id)
+        if row["status"] == "STOPPED" and row["epochs"] is not None:
+            # workers may finish an epoch after ASHA's stop; Tune (and the run) end where it stopped
+            history = {e: h for e, h in history.items() if e <= row["epochs"]}
+        tracker.backfill(trial_id, history)
+        status = _ROW_STATUS[row["status"]]
+        tracker.trial_ended(trial_id, status=status, reason=row["error"],
+                            checkpoint=_latest_checkpoint(outcome.root, trial_id) if status == "FINISHED" else None)
+    summary = Path(outcome.root) / "summary.json"
+    delivered = tracker.close("FINISHED", timeout=timeout, artifacts=[summary] if summary.exists() else [])
+    pending = 0 if delivered or tracker.logger is None else tracker.logger.pending
+    return {"uri": tracker.uri, "experiment": tracker.experiment, "experiment_id": tracker.experiment_id,
+            "parent_run_id": tracker.parent_run_id, "undelivered": pending}
+
+
+def disk_history(root: str, trial_id: str) -> dict[int, dict[str, Any]]:
+    """Every epoch of a trial that is on disk: the latest Train checkpoint's history.json, plus
+    Tune's result.json lines (epochs reported without a checkpoint). Empty for a new trial."""
+    history: dict[int, dict[str, Any]] = {}
+    if _is_uri(root):
+        return history
+    latest = _latest_checkpoint(root, trial_id)
+    if latest and (Path(latest) / "history.json").exists():
+        for entry in json.loads((Path(latest) / "history.json").read_text()):
+            if entry.get("epoch") is not None:
+                history[int(entry["epoch"])] = entry
+    for result_file in Path(root).glob(f"*_{trial_id}_*/result.json"):
+        for line in result_file.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if entry.get("epoch") is not None:
+                history.setdefault(int(entry["epoch"]), entry)
+    return history
+
+
+def _latest_checkpoint(root: str, trial_id: str) -> str | None:
+    """The trial's checkpoint with the highest epoch (the final encoder of a finished trial)."""
+    run = Path(root) / TRAIN_DIR / f"trial_{trial_id}"
+    if _is_uri(root) or not run.is_dir():
+        return None
+    best = None
+    for ckpt in run.iterdir():
+        metrics_file = ckpt / "metrics.json"
+        if ckpt.is_dir() and metrics_file.exists():
+            epoch = json.loads(metrics_file.read_text()).get("epoch", 0)
+            if best is None or epoch > best[0]:
+                best = (epoch, str(ckpt))
+    return best[1] if best else None
 
 
 def summarize(spec: SweepSpec, name: str, root: str, results) -> SweepOutcome:
@@ -563,7 +744,68 @@ def print_outcome(outcome: SweepOutcome, spec_metric: str, file=sys.stdout) -> N
         ckpt = best["checkpoint"]
         print(f"  train it further: leoclr train --config {ckpt}/config.json --set epochs=<N> --resume {ckpt}",
               file=file)
+    tracking = outcome.tracking
+    if tracking:
+        from leoclr_platform.tracking import redact_uri
+
+        print(f"\nMLflow: experiment {tracking['experiment']!r}, sweep run {tracking['parent_run_id']} "
+              f"in {redact_uri(tracking['uri'])}", file=file)
+        if tracking.get("undelivered"):
+            print(f"  WARNING: {tracking['undelivered']} tracking call(s) could not be delivered (store "
+                  f"unreachable); when it is back: leoclr sync {outcome.name}", file=file)
+        print(f"  promote the best encoder: leoclr promote --sweep {outcome.name}", file=file)
+        print(f"  ablation report:          leoclr report {outcome.name}", file=file)
+        print("  browse it:                leoclr ui", file=file)
 
 
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+def sync_sweep(name: str, *, storage: str | None = None, tracking_uri: str | None = None, out=print) -> dict[str, Any]:
+    """`leoclr sync NAME`: replay a sweep's results on disk into MLflow (after the tracking store
+    was away, or to another store). Idempotent: what is there already is not logged twice."""
+    from leoclr_platform import tracking as T
+
+    root = os.path.join(storage or str(default_storage()), name)
+    meta = _read_meta(root)
+    uri = T.resolve_tracking_uri(tracking_uri or meta.get("tracking_uri"))
+    T.check_store(uri)
+    spec = parse_space(meta["space_text"], source=meta["space_source"])
+    experiment = meta.get("experiment") or f"leoclr/{spec.name}"
+    tracker = T.SweepTracker(uri, experiment, name, max_epochs=spec.max_epochs, metric=spec.metric, synchronous=True)
+    space_file = Path(meta["space_path"]).name if meta.get("space_path") else f"{spec.name}.yaml"
+    tracker.open(space_name=spec.name, space_text=spec.text, space_file=space_file,
+                 params={"space": spec.name, "mode": spec.mode, "objective": f"{spec.metric} ({spec.metric_mode})",
+                         "trials": spec.total_trials(), "max_epochs": spec.max_epochs,
+                         "searched": [p.name for p in spec.params], "results": root},
+                 tags={"mode": spec.mode, "objective": spec.metric},
+                 meta={k: v for k, v in meta.items() if k != "space_text"})
+    summary_file = Path(root) / "summary.json"
+    rows = {r["trial_id"]: r for r in json.loads(summary_file.read_text())["trials"]} if summary_file.exists() else {}
+    trials = 0
+    for trial_dir in sorted(p for p in Path(root).iterdir() if (p / "params.json").exists()):
+        trial_id = _trial_id_from_path(str(trial_dir))
+        config = json.loads((trial_dir / "params.json").read_text())
+        history = disk_history(root, trial_id)
+        tracker.trial_started(trial_id, resolved_config(spec, config).to_dict(), history=history)
+        row = rows.get(trial_id)
+        last_epoch = max(history, default=0)
+        if row is not None:
+            status, reason = _ROW_STATUS[row["status"]], row["error"]
+        elif (trial_dir / "error.txt").exists():
+            status, reason = "FAILED", _error_line(Exception((trial_dir / "error.txt").read_text()))
+        elif last_epoch >= spec.max_epochs:
+            status, reason = "FINISHED", None
+        else:
+            status = None  # unfinished: `leoclr sweep --resume` will continue it
+        if status:
+            checkpoint = _latest_checkpoint(root, trial_id) if status == "FINISHED" else None
+            tracker.trial_ended(trial_id, status=status, reason=reason, checkpoint=checkpoint)
+        trials += 1
+    tracker.close("FINISHED" if summary_file.exists() else "KILLED",
+                  artifacts=[summary_file] if summary_file.exists() else [])
+    out(f"synced sweep {name}: {trials} trial(s) from {root} into {T.redact_uri(uri)} "
+        f"(experiment {experiment!r}, run {tracker.parent_run_id})")
+    return {"trials": trials, "parent_run_id": tracker.parent_run_id, "uri": uri}

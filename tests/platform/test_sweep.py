@@ -48,9 +48,54 @@ def study_trials(root: Path, name: str):
     return optuna.load_study(study_name=name, storage=storage).trials
 
 
-def test_tiny_sweep_end_to_end_with_two_workers_per_trial(ray_runtime, tmp_path):
+def tracked_runs(uri: str, sweep: str):
+    """(parent run, {trial_id: child run}) of a sweep, straight from the tracking API."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    parents = client.search_runs(exps, f"tags.sweep = '{sweep}' AND tags.role = 'sweep'")
+    assert len(parents) == 1, [p.info.run_name for p in parents]
+    children = client.search_runs(exps, f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
+    by_trial = {}
+    for run in children:
+        assert run.data.tags["trial_id"] not in by_trial, "a trial has two runs"
+        by_trial[run.data.tags["trial_id"]] = run
+    return client, parents[0], by_trial
+
+
+def metric_steps(client, run, key: str = "loss") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+
+def assert_runs_match_outcome(uri: str, outcome) -> None:
+    """One child run per trial; epochs 1..n logged once each; status and model as the outcome says."""
+    client, parent, runs = tracked_runs(uri, outcome.name)
+    assert parent.info.status == "FINISHED"
+    assert set(runs) == {t["trial_id"] for t in outcome.trials}
+    for row in outcome.trials:
+        run = runs[row["trial_id"]]
+        expected = {"COMPLETED": "FINISHED", "STOPPED": "KILLED", "ERROR": "FAILED"}[row["status"]]
+        assert run.info.status == expected, (row, run.info.status)
+        steps = metric_steps(client, run)
+        assert steps == list(range(1, (row["epochs"] or 0) + 1)), (row, steps)
+        if row["epochs"]:
+            assert run.data.metrics["knn_top1"] == pytest.approx(row["knn_top1"])
+        assert ("model_uri" in run.data.tags) == (expected == "FINISHED"), run.data.tags
+    return client, parent, runs
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(ray_runtime, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("tiny")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = smoke(workers=2, trials=3, max_epochs=2, max_concurrent=2)
-    outcome = run_sweep(spec, name="tiny", storage=str(tmp_path))
+    outcome = run_sweep(spec, name="tiny", storage=str(tmp_path), tracking_uri=uri)
+    return tmp_path, uri, outcome
+
+
+def test_tiny_sweep_end_to_end_with_two_workers_per_trial(tiny_sweep):
+    tmp_path, uri, outcome = tiny_sweep
     assert len(outcome.trials) == 3 and outcome.errors == 0
     root = tmp_path / "tiny"
     # per-epoch metrics reached Tune for every trial (ASHA may stop some after epoch 1)
@@ -75,6 +120,102 @@ def test_tiny_sweep_end_to_end_with_two_workers_per_trial(ray_runtime, tmp_path)
     assert best["checkpoint"] and (Path(best["checkpoint"]) / "checkpoint.pt").exists()
     summary = json.loads((root / "summary.json").read_text())
     assert summary["best"]["trial_id"] == best["trial_id"]
+
+
+def test_tiny_sweep_is_tracked_in_mlflow(tiny_sweep):
+    tmp_path, uri, outcome = tiny_sweep
+    client, parent, runs = assert_runs_match_outcome(uri, outcome)
+    assert outcome.tracking["parent_run_id"] == parent.info.run_id and outcome.tracking["undelivered"] == 0
+    # the parent: the space file, the budget, the objective
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "space")] == ["space/smoke.yaml"]
+    assert parent.data.params["objective"] == "knn_top1 (max)" and parent.data.params["trials"] == "3"
+    assert parent.data.tags["git_commit"] and parent.data.tags["versions.torch"]
+    for row in outcome.trials:
+        run = runs[row["trial_id"]]
+        params, tags = run.data.params, run.data.tags
+        # the full resolved config, under readable names, with the sampled values
+        assert params["attraction_strategy"] == row["params"]["attraction_strategy"] == tags["strategy"]
+        assert float(params["temperature"]) == pytest.approx(row["params"]["temperature"])
+        assert float(params["key_momentum"]) == pytest.approx(row["params"]["key_momentum"])
+        assert params["queue_size"] == "64" and params["photo_patches.train_per_class"] == "8"
+        assert tags["sweep"] == "tiny" and tags["seed"] == "0" and tags["mechanism"] == "momentum"
+        assert tags["mlflow.parentRunId"] == parent.info.run_id and len(tags["config_hash"]) == 16
+        for key in ("loss", "knn_top1", "lr", "images_per_s", "epoch_time_s"):
+            assert len(client.get_metric_history(run.info.run_id, key)) == row["epochs"], key
+    finished = [runs[r["trial_id"]] for r in outcome.trials if r["status"] == "COMPLETED"]
+    assert finished
+    import mlflow
+    import torch
+
+    from leoclr_platform.evaluate import load_encoder
+
+    for run in finished:
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+        assert {"checkpoint/encoder.pt", "checkpoint/config.json", "checkpoint/checkpoint.pt"} <= files
+        model = mlflow.pytorch.load_model(run.data.tags["model_uri"])  # pt2: no pickle involved
+        safe = load_encoder(run.data.tags["checkpoint_path"])  # encoder.pt, weights_only
+        x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            assert torch.allclose(model(x), safe.backbone(x), atol=1e-5)
+
+
+def test_promote_evaluate_and_report(tiny_sweep, tmp_path):
+    from leoclr_platform.promotion import RegistryError, evaluate_model, promote
+    from leoclr_platform.reporting import report_sweep
+
+    _, uri, outcome = tiny_sweep
+    client, parent, runs = tracked_runs(uri, "tiny")
+    finished = {t: r for t, r in runs.items() if r.info.status == "FINISHED"}
+    first = promote(uri, sweep="tiny", out=lambda *a: None)
+    best = client.get_run(first["run_id"])  # the best value (ties: the earliest run)
+    assert best.data.metrics["knn_top1"] == max(r.data.metrics["knn_top1"] for r in finished.values())
+    assert first["alias"] == "candidate"
+    version = client.get_model_version_by_alias("leoclr-encoder", "candidate")
+    assert version.run_id == best.info.run_id
+    assert version.tags["sweep"] == "tiny" and version.tags["config_hash"] == best.data.tags["config_hash"]
+    assert float(version.tags["objective_value"]) == pytest.approx(best.data.metrics["knn_top1"], abs=1e-3)
+    # promoting the same run again reuses its version; another run moves the alias
+    assert promote(uri, sweep="tiny", out=lambda *a: None)["version"] == first["version"]
+    other = next((r for r in finished.values() if r.info.run_id != best.info.run_id), None)
+    if other is not None:
+        moved = promote(uri, run_id=other.info.run_id, out=lambda *a: None)
+        assert moved["previous_version"] == first["version"] != moved["version"]
+        assert client.get_model_version_by_alias("leoclr-encoder", "candidate").run_id == other.info.run_id
+        promote(uri, sweep="tiny", out=lambda *a: None)  # back to the best
+    stopped = [r for r in runs.values() if r.info.status == "KILLED"]
+    if stopped:
+        with pytest.raises(RegistryError, match="has no logged encoder"):
+            promote(uri, run_id=stopped[0].info.run_id, out=lambda *a: None)
+    with pytest.raises(RegistryError, match="no alias @champion"):
+        evaluate_model(uri, "models:/leoclr-encoder@champion", out=lambda *a: None)
+
+    result = evaluate_model(uri, "models:/leoclr-encoder@candidate", protocol_overrides={"epochs": 3},
+                            out=lambda *a: None)
+    assert result["source_run_id"] == best.info.run_id and result["version"] == first["version"]
+    run = client.get_run(result["run_id"])
+    assert run.data.tags["model_version"] == first["version"] and run.data.tags["model_alias"] == "candidate"
+    assert run.data.tags["source_run_id"] == best.info.run_id
+    for key in ("linear_top1", "linear_top5", "knn_top1", "random_crop_top1", "random_crop_drop"):
+        assert key in run.data.metrics, key
+    # the kNN of the evaluation is the same protocol as the sweep's last-epoch monitor
+    assert run.data.metrics["knn_top1"] == pytest.approx(best.data.metrics["knn_top1"], abs=1e-6)
+    tagged = client.get_model_version("leoclr-encoder", first["version"]).tags
+    assert tagged["eval.photo_patches.run_id"] == result["run_id"]
+    assert float(tagged["eval.photo_patches.linear_top1"]) == pytest.approx(run.data.metrics["linear_top1"], abs=0.01)
+
+    report = report_sweep(uri, "tiny", tmp_path / "report", out=lambda *a: None)
+    strategies = {t["params"]["attraction_strategy"] for t in outcome.trials}
+    assert {row["attraction_strategy"] for row in report.rows} == strategies
+    for row in report.rows:
+        done = [t for t in outcome.trials if t["params"]["attraction_strategy"] == row["attraction_strategy"]
+                and t["status"] == "COMPLETED"]
+        assert row["n"] == len(done)
+        if done:
+            assert row["best"] == pytest.approx(max(t["knn_top1"] for t in done))
+    assert {"ablation.md", "ablation.html", "learning_curves.png", "objective_vs_params.png"} <= \
+        {p.name for p in report.files.values()}
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/ablation.html" in logged and "report/learning_curves.png" in logged
 
 
 def test_asha_stops_a_clearly_worse_trial(ray_runtime, tmp_path):
@@ -151,8 +292,9 @@ def test_bad_space_fails_before_ray_starts(tmp_path):
 def test_resume_after_the_driver_is_killed(tmp_path):
     """Kill `leoclr sweep` once a trial is complete; --resume finishes it in the same study."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "LEOCLR_CACHE": str(tmp_path / "cache")}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["sweep", "smoke", "--name", "killed", "--storage", str(tmp_path), "--num-cpus", "2",
-            "--trials", "3"]
+            "--trials", "3", "--tracking-uri", uri]
     log = open(tmp_path / "first_driver.log", "w")
     proc = subprocess.Popen(LEOCLR + args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -196,6 +338,11 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
     finished = [r for r in summary["trials"] if r["status"] in ("COMPLETED", "STOPPED")]
     assert len(finished) >= 3 and all(r["knn_top1"] is not None for r in finished)
+    # MLflow (the store came from sweep.json): the same parent run, one run per trial, every
+    # epoch exactly once (trials cut by the kill were continued, not duplicated)
+    from types import SimpleNamespace
+
+    assert_runs_match_outcome(uri, SimpleNamespace(name="killed", trials=summary["trials"]))
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_runtime, tmp_path):
@@ -215,3 +362,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_runti
     assert all(t["status"] == "COMPLETED" and t["epochs"] == 2 for t in fine)
     states = {t.params["lr"]: t.state for t in study_trials(tmp_path / "diverge", "diverge")}
     assert states[1e12] == optuna.trial.TrialState.FAIL
+    # MLflow: the diverged run is FAILED with the reason as a tag; the others went on
+    client, _, runs = assert_runs_match_outcome(outcome.tracking["uri"], outcome)
+    for t in diverged:
+        assert "loss is not finite" in runs[t["trial_id"]].data.tags["failure_reason"]

@@ -126,3 +126,51 @@ def test_ddp_gradients_match_single_process_on_the_global_batch(tmp_path):
         for o in outs:  # DDP averaged the gradients: identical on both ranks and equal to ours
             torch.testing.assert_close(o["grads"][name], p.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(outs[0]["queue"], outs[1]["queue"])
+
+
+# ------------------------------------------------------------------------------------------
+def _bn_sync_worker(rank: int, tmp: str) -> None:
+    from types import SimpleNamespace
+
+    from trainables.loop import Trainer
+
+    _init(rank, tmp)
+    encoder = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2))
+    bn = encoder[1]
+    bn.running_mean.fill_(rank + 1.0)  # rank 0: 1, rank 1: 2
+    bn.running_var.fill_(2.0 * rank + 1.0)  # rank 0: 1, rank 1: 3
+    Trainer.sync_bn_statistics(SimpleNamespace(query_encoder=encoder, world=WORLD))
+    torch.save({"mean": bn.running_mean.clone(), "var": bn.running_var.clone()}, f"{tmp}/out{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_bn_statistics_are_averaged_over_workers(tmp_path):
+    for o in _run(_bn_sync_worker, tmp_path):
+        torch.testing.assert_close(o["mean"], torch.full((2,), 1.5))  # (1 + 2) / 2
+        torch.testing.assert_close(o["var"], torch.full((2,), 2.0))  # (1 + 3) / 2
+
+
+def _train_worker(rank: int, tmp: str, config: dict) -> None:
+    from trainables.loop import train_fn_per_worker
+
+    _init(rank, tmp)
+    reports = []
+    train_fn_per_worker(config, lambda m, c: reports.append(m), checkpoint_dir=f"{tmp}/ckpt")
+    torch.save({"knn_top1": reports[-1]["knn_top1"]}, f"{tmp}/out{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_worker_knn_monitor_is_the_checkpointed_encoder(tmp_path, monkeypatch):
+    """The kNN the workers report is what a single process computes from rank 0's checkpoint."""
+    from trainables.config import TrainConfig
+    from trainables.loop import Trainer
+
+    monkeypatch.setenv("LEOCLR_CACHE", str(tmp_path / "cache"))
+    config = {"dataset": "photo_patches", "image_size": 16, "backbone": "small_cnn", "batch_size": 32,
+              "queue_size": 64, "epochs": 1, "max_steps_per_epoch": 3, "knn_k": 10, "warmup_epochs": 0,
+              "photo_patches": {"train_per_class": 8, "test_per_class": 4}}
+    outs = _run(_train_worker, tmp_path, config)
+    assert outs[0]["knn_top1"] == outs[1]["knn_top1"]
+    trainer = Trainer(TrainConfig.from_dict(config))
+    trainer.load_checkpoint(tmp_path / "ckpt" / "epoch_0001")
+    assert trainer.knn_eval()["knn_top1"] == outs[0]["knn_top1"]

@@ -1,0 +1,55 @@
+"""The Ray Tune callback that mirrors a sweep's trials into MLflow (see tracking.py).
+
+It runs in the sweep driver, so MLflow has one writer; metrics are rank 0's (Ray Train forwards
+rank 0's `ray.train.report` to Tune). All calls go through the tracker's background logger:
+Tune's event loop never waits for the tracking store.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from ray.tune import Callback
+
+from leoclr_platform.tracking import SweepTracker
+
+
+class NullCallback(Callback):
+    """What a pickled MlflowTrialCallback becomes: Tune pickles its RunConfig (callbacks
+    included) into tuner.pkl; the live callback, with its thread and client, is re-attached
+    after `Tuner.restore`."""
+
+
+class MlflowTrialCallback(Callback):
+    def __init__(self, tracker: SweepTracker, *, resolve_config: Callable[[Mapping[str, Any]], dict[str, Any]],
+                 disk_history: Callable[[str], dict[int, dict[str, Any]]], error_line: Callable[[Any], str | None]):
+        self.tracker = tracker
+        self._resolve_config = resolve_config
+        self._disk_history = disk_history
+        self._error_line = error_line
+
+    def __reduce__(self):
+        return (NullCallback, ())
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        # history on disk: non-empty only for a trial that restarts (worker retry, --resume)
+        self.tracker.trial_started(trial.trial_id, self._resolve_config(trial.config),
+                                   history=self._disk_history(trial.trial_id))
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self.tracker.epoch(trial.trial_id, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        last = trial.last_result or {}
+        epoch = last.get("epoch")
+        finished = epoch is not None and epoch >= self.tracker.max_epochs
+        self.tracker.trial_ended(trial.trial_id, status="FINISHED" if finished else "KILLED",
+                                 checkpoint=last.get("checkpoint_path"))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        try:
+            error = trial.get_pickled_error() or trial.get_error()
+        except Exception:  # noqa: BLE001 - the reason is best effort; the status is not
+            error = None
+        self.tracker.trial_ended(trial.trial_id, status="FAILED",
+                                 reason=self._error_line(error) or "trial failed (see the Tune error file)")
