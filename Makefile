@@ -16,8 +16,20 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# the main job: a real sweep, then its best encoder promoted, evaluated and reported (MLflow in
+# ./mlflow.db, results in ./runs/$(DEMO)); `make demo DEMO=name` picks the sweep name
+ifndef DEMO
+DEMO := demo-$(shell date +%Y%m%d-%H%M%S)
+endif
+
 demo: $(STAMP)
-	$(BIN)/leoclr sweep demo
+	$(BIN)/leoclr sweep demo --name $(DEMO)
+	$(BIN)/leoclr promote --sweep $(DEMO)
+	$(BIN)/leoclr evaluate models:/leoclr-encoder@candidate
+	$(BIN)/leoclr report $(DEMO)
+	@echo
+	@echo "Browse the sweep, its trials and the registered encoder in the MLflow UI:"
+	@echo "  $(BIN)/leoclr ui        then open http://127.0.0.1:5000"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

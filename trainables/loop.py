@@ -314,9 +314,12 @@ class Trainer:
     def save_checkpoint(self, directory: str | Path) -> Path:
         """Write `directory/epoch_NNNN/` atomically (temp dir + rename); rank 0 only."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         final = directory / f"epoch_{self.epoch:04d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp_epoch_{self.epoch:04d}_", dir=directory))
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp_epoch_{self.epoch:04d}_", dir=directory))
+        except OSError as exc:
+            raise CheckpointError(f"{directory}: cannot write checkpoints there: {exc.strerror or exc}") from None
         try:
             torch.save(self.state_dict(), tmp / CHECKPOINT_FILE)
             torch.save({"backbone": self.cfg.backbone, "state_dict": self.query_encoder.backbone.state_dict(),
@@ -328,10 +331,41 @@ class Trainer:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+        except OSError as exc:  # disk full, quota, storage gone: no partial epoch_NNNN is left
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(f"{final}: cannot write the checkpoint ({exc.strerror or exc}); "
+                                  "earlier checkpoints are intact") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final
+
+    def resume(self, candidates: "str | Path | list[str | Path]") -> Path:
+        """Load the first good checkpoint of `candidates` (newest first).
+
+        A path may also be a folder of checkpoints (`epoch_NNNN/` or Ray's `checkpoint_*/`): its
+        checkpoints are tried newest epoch first. A truncated, corrupt or incompatible one is
+        reported (its file named) and the previous one is used; if none loads, the last error
+        is raised."""
+        paths = [candidates] if isinstance(candidates, (str, Path)) else list(candidates)
+        expanded: list[Path] = []
+        for path in map(Path, paths):
+            if path.is_dir() and not (path / CHECKPOINT_FILE).exists():
+                expanded.extend(checkpoints_newest_first(path))
+            else:
+                expanded.append(path)
+        if not expanded:
+            raise CheckpointError(f"{paths[0]}: no checkpoint found there")
+        for i, path in enumerate(expanded):
+            try:
+                self.load_checkpoint(path)
+                return path
+            except CheckpointError as exc:
+                if i == len(expanded) - 1:
+                    raise
+                print(f"leoclr: warning: {exc}; falling back to the previous checkpoint {expanded[i + 1]}",
+                      flush=True)
+        raise AssertionError("unreachable")
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore everything saved by `save_checkpoint` (a checkpoint dir or its checkpoint.pt)."""
@@ -401,6 +435,21 @@ class Trainer:
         return self.history[-1] if self.history else {}
 
 
+def checkpoints_newest_first(folder: str | Path, below_epoch: int | None = None) -> list[Path]:
+    """Checkpoint folders under `folder` (any that holds checkpoint.pt + metrics.json), newest
+    epoch first; `below_epoch` keeps only older ones."""
+    found = []
+    for ckpt in Path(folder).iterdir():
+        if ckpt.is_dir() and not ckpt.name.startswith(".") and (ckpt / CHECKPOINT_FILE).exists():
+            try:
+                epoch = int(json.loads((ckpt / "metrics.json").read_text()).get("epoch", -1))
+            except (OSError, ValueError):
+                epoch = -1  # unreadable metrics: try it last
+            if below_epoch is None or epoch < below_epoch:
+                found.append((epoch, ckpt.name, ckpt))
+    return [c for _, _, c in sorted(found, reverse=True)]
+
+
 def load_checkpoint_file(file: str | Path) -> dict[str, Any]:
     """torch.load with weights_only=True; unreadable/corrupt files raise CheckpointError naming it."""
     file = Path(file)
@@ -423,7 +472,7 @@ def train_fn_per_worker(
     config: TrainConfig | Mapping[str, Any],
     report: ReportFn | None = None,
     *,
-    resume_from: str | None = None,
+    resume_from: "str | list[str] | None" = None,
     checkpoint_dir: str | None = None,
     keep_checkpoints: int | None = 2,
     device: torch.device | None = None,
@@ -436,5 +485,5 @@ def train_fn_per_worker(
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     trainer = Trainer(cfg, device=device)
     if resume_from:
-        trainer.load_checkpoint(resume_from)
+        trainer.resume(resume_from)
     return trainer.fit(report, checkpoint_dir=checkpoint_dir, keep_checkpoints=keep_checkpoints)

@@ -109,7 +109,19 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
             loop(cfg, report, keep_checkpoints=1, device=device)
         else:
             with checkpoint.as_directory() as resume_dir:
-                loop(cfg, report, resume_from=resume_dir, keep_checkpoints=1, device=device)
+                # the latest registered checkpoint first, then older ones of this run (a corrupt
+                # or truncated latest costs an epoch, not the trial)
+                older = []
+                if "://" not in checkpoint.path and os.path.isdir(os.path.dirname(checkpoint.path)):
+                    from trainables.loop import checkpoints_newest_first
+
+                    try:
+                        epoch = json.loads(Path(resume_dir, "metrics.json").read_text()).get("epoch")
+                    except (OSError, ValueError):
+                        epoch = None
+                    older = [str(c) for c in checkpoints_newest_first(os.path.dirname(checkpoint.path), epoch)
+                             if str(c) != checkpoint.path]
+                loop(cfg, report, resume_from=[resume_dir, *older], keep_checkpoints=1, device=device)
     except DivergenceError as exc:
         # Deterministic: retrying from the last checkpoint would diverge again. Tell the driver
         # and end the workers normally so Ray Train does not restart them.
@@ -396,8 +408,7 @@ def run_sweep(
             raise SweepError("--resume needs the sweep name")
         root = os.path.join(root_base, name)
         meta = _read_meta(root)
-        spec = parse_space(meta["space_text"], source=meta["space_source"])
-        spec = dataclasses.replace(spec, path=Path(meta["space_path"]) if meta.get("space_path") else None)
+        spec = spec_from_meta(meta)
         study_storage = study_storage or meta.get("study_storage_arg")
         tracking_uri = tracking_uri or meta.get("tracking_uri")
         experiment = experiment or meta.get("experiment")
@@ -445,7 +456,7 @@ def run_sweep(
     if not resume:
         meta = {"name": name, "space_name": spec.name, "space_source": spec.label,
                 "space_path": str(spec.path) if spec.path else None, "space_text": spec.text,
-                "study_name": name, "study_storage": study_url,
+                "spec_changes": spec_changes(spec), "study_name": name, "study_storage": study_url,
                 "study_storage_arg": study_storage, "tracking_uri": uri, "experiment": experiment,
                 "created": time.time()}
         _write_meta(root, meta)
@@ -697,6 +708,33 @@ def _best_checkpoint(root: str, trial_id: str, metric: str, mode: str) -> str | 
     return pick(scored, key=lambda t: (t[0], t[1]))[2]
 
 
+_SPEC_FIELDS = ("mode", "base", "params", "metric", "metric_mode", "trials", "max_epochs", "grace_period",
+                "reduction_factor", "max_concurrent", "workers", "cpus_per_worker", "gpus_per_worker", "seeds")
+
+
+def spec_changes(spec: SweepSpec) -> dict[str, Any]:
+    """What differs between the spec that runs and its YAML text (--trials, --max-epochs,
+    --smoke-test, or a spec changed in code): kept in sweep.json so --resume and sync rebuild the
+    spec that really ran, not the file's."""
+    parsed = parse_space(spec.text, source=spec.label)
+    changes = {}
+    for name in _SPEC_FIELDS:
+        value = getattr(spec, name)
+        if value != getattr(parsed, name):
+            changes[name] = [dataclasses.asdict(p) for p in value] if name == "params" else value
+    return changes
+
+
+def spec_from_meta(meta: dict[str, Any]) -> SweepSpec:
+    from leoclr_platform.spaces import ParamSpec
+
+    spec = parse_space(meta["space_text"], source=meta["space_source"])
+    changes = dict(meta.get("spec_changes") or {})
+    if "params" in changes:
+        changes["params"] = [ParamSpec(**p) for p in changes["params"]]
+    return dataclasses.replace(spec, path=Path(meta["space_path"]) if meta.get("space_path") else None, **changes)
+
+
 def _write_meta(root: str, meta: dict[str, Any]) -> None:
     if _is_uri(root):
         import pyarrow.fs as pafs
@@ -772,7 +810,7 @@ def sync_sweep(name: str, *, storage: str | None = None, tracking_uri: str | Non
     meta = _read_meta(root)
     uri = T.resolve_tracking_uri(tracking_uri or meta.get("tracking_uri"))
     T.check_store(uri)
-    spec = parse_space(meta["space_text"], source=meta["space_source"])
+    spec = spec_from_meta(meta)
     experiment = meta.get("experiment") or f"leoclr/{spec.name}"
     tracker = T.SweepTracker(uri, experiment, name, max_epochs=spec.max_epochs, metric=spec.metric, synchronous=True)
     space_file = Path(meta["space_path"]).name if meta.get("space_path") else f"{spec.name}.yaml"

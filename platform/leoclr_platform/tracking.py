@@ -335,7 +335,7 @@ class AsyncLogger:
     @property
     def pending(self) -> int:
         with self._cv:
-            return len(self._queue) + (1 if self._busy else 0)
+            return len(self._queue)  # the call in flight stays queued until it is delivered
 
     def _run(self) -> None:
         while True:
@@ -576,8 +576,8 @@ class SweepTracker:
             info = log_encoder_model(run_id, local)
             if self.log_checkpoints:
                 self.client.log_artifacts(run_id, str(local), CHECKPOINT_ARTIFACT)
-        self.client.set_tag(run_id, "model_uri", info.model_uri)
-        self.client.set_tag(run_id, "checkpoint_path", checkpoint)
+        for key, value in scrub({"model_uri": info.model_uri, "checkpoint_path": checkpoint}).items():
+            self.client.set_tag(run_id, key, value)
         state.has_model = True
 
     # -- the end ---------------------------------------------------------------------------

@@ -17,23 +17,11 @@ import pytest
 
 from leoclr_platform import spaces
 from leoclr_platform.sweep import SweepError, run_sweep
+from mlflow_checks import assert_runs_match_outcome, metric_steps, tracked_runs
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 LEOCLR = [sys.executable, "-m", "leoclr_platform"]
-
-
-@pytest.fixture(scope="module")
-def ray_runtime(tmp_path_factory):
-    import ray
-
-    from leoclr_platform.sweep import start_local_ray
-
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ["LEOCLR_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    start_local_ray(num_cpus=4)
-    yield
-    ray.shutdown()
 
 
 def smoke(**changes) -> spaces.SweepSpec:
@@ -46,43 +34,6 @@ def smoke(**changes) -> spaces.SweepSpec:
 def study_trials(root: Path, name: str):
     storage = optuna.storages.RDBStorage(f"sqlite:///{root / 'optuna.db'}")
     return optuna.load_study(study_name=name, storage=storage).trials
-
-
-def tracked_runs(uri: str, sweep: str):
-    """(parent run, {trial_id: child run}) of a sweep, straight from the tracking API."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    exps = [e.experiment_id for e in client.search_experiments()]
-    parents = client.search_runs(exps, f"tags.sweep = '{sweep}' AND tags.role = 'sweep'")
-    assert len(parents) == 1, [p.info.run_name for p in parents]
-    children = client.search_runs(exps, f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
-    by_trial = {}
-    for run in children:
-        assert run.data.tags["trial_id"] not in by_trial, "a trial has two runs"
-        by_trial[run.data.tags["trial_id"]] = run
-    return client, parents[0], by_trial
-
-
-def metric_steps(client, run, key: str = "loss") -> list[int]:
-    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
-
-
-def assert_runs_match_outcome(uri: str, outcome) -> None:
-    """One child run per trial; epochs 1..n logged once each; status and model as the outcome says."""
-    client, parent, runs = tracked_runs(uri, outcome.name)
-    assert parent.info.status == "FINISHED"
-    assert set(runs) == {t["trial_id"] for t in outcome.trials}
-    for row in outcome.trials:
-        run = runs[row["trial_id"]]
-        expected = {"COMPLETED": "FINISHED", "STOPPED": "KILLED", "ERROR": "FAILED"}[row["status"]]
-        assert run.info.status == expected, (row, run.info.status)
-        steps = metric_steps(client, run)
-        assert steps == list(range(1, (row["epochs"] or 0) + 1)), (row, steps)
-        if row["epochs"]:
-            assert run.data.metrics["knn_top1"] == pytest.approx(row["knn_top1"])
-        assert ("model_uri" in run.data.tags) == (expected == "FINISHED"), run.data.tags
-    return client, parent, runs
 
 
 @pytest.fixture(scope="module")

@@ -194,3 +194,64 @@ def test_two_process_training_agrees_across_ranks(tmp_path):
     for key in ("loss", "knn_top1"):  # all-reduced loss and gathered kNN agree on both ranks
         assert outs[0]["reports"][-1][key] == pytest.approx(outs[1]["reports"][-1][key])
     assert [m["epoch"] for m in outs[0]["state"]["history"]] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------
+# faults: a corrupt latest checkpoint, a full disk
+def test_resume_falls_back_to_the_previous_good_checkpoint(tmp_path, capsys):
+    ckpts = tmp_path / "ckpts"
+    straight = train_fn_per_worker(tiny(epochs=3), checkpoint_dir=str(ckpts), keep_checkpoints=None)
+    latest = ckpts / "epoch_0003" / CHECKPOINT_FILE
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated (a crash mid-copy, a bad disk)
+    trainer = Trainer(tiny(epochs=3))
+    used = trainer.resume(ckpts)  # the folder: newest first
+    assert used == ckpts / "epoch_0002" and trainer.epoch == 2
+    assert f"{latest}: unreadable checkpoint" in capsys.readouterr().out
+    # and it trains the lost epoch again to the very same result (bit-exact resume)
+    assert trainer.fit(checkpoint_dir=str(tmp_path / "again"))["loss"] == straight["loss"]
+
+
+def test_resume_names_the_file_when_no_checkpoint_is_good(tmp_path):
+    ckpts = tmp_path / "ckpts"
+    train_fn_per_worker(tiny(epochs=1), checkpoint_dir=str(ckpts))
+    bad = ckpts / "epoch_0001" / CHECKPOINT_FILE
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=f"{bad}: unreadable checkpoint"):
+        Trainer(tiny(epochs=1)).resume(ckpts)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match=f"{empty}: no checkpoint found"):
+        Trainer(tiny(epochs=1)).resume(empty)
+
+
+def test_a_full_disk_never_leaves_a_partial_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    import trainables.loop as loop_module
+
+    ckpts = tmp_path / "ckpts"
+    trainer = Trainer(tiny(epochs=2))
+    trainer.epoch = 1
+    trainer.history = [{"epoch": 1, "loss": 1.0}]
+    good = trainer.save_checkpoint(ckpts)
+    real_save = torch.save
+
+    def full_disk(obj, path, *a, **k):
+        with open(path, "wb") as f:
+            f.write(b"partial")  # some bytes made it, then the disk filled up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop_module.torch, "save", full_disk)
+    trainer.epoch = 2
+    with pytest.raises(CheckpointError, match=r"epoch_0002: cannot write the checkpoint \(No space left on device\)"):
+        trainer.save_checkpoint(ckpts)
+    monkeypatch.setattr(loop_module.torch, "save", real_save)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_0001"]  # no epoch_0002, no temp dir
+    assert Trainer(tiny(epochs=2)).resume(ckpts) == good
+
+
+def test_unwritable_checkpoint_folder_is_named(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(CheckpointError, match=f"{blocker / 'ckpts'}: cannot write checkpoints there"):
+        Trainer(tiny(epochs=1)).save_checkpoint(blocker / "ckpts")
