@@ -276,3 +276,12 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint_and_loses_nothing(ray
     for r in [parent, *runs.values()]:
         for value in [*r.data.params.values(), *r.data.tags.values()]:
             assert secret not in value, value
+
+
+def test_the_local_ray_runtime_serves_its_dashboard_on_127_0_0_1_only(ray_runtime):
+    import ray
+
+    url = ray._private.worker.get_dashboard_url()
+    host, port = url.split("://")[-1].rsplit(":", 1)
+    assert host == "127.0.0.1"
+    assert _listening_addresses(int(port)) == {"127.0.0.1"}
