@@ -136,13 +136,18 @@ def promote(uri: str, *, sweep: str | None = None, run_id: str | None = None, me
 _MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
-def resolve_model_version(c, model_uri: str):
-    """models:/name@alias or models:/name/version -> (ModelVersion, alias or None)."""
+def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
+    """models:/name@alias or models:/name/version -> (name, alias, version); no store needed."""
     match = _MODEL_URI.match(model_uri.strip())
     if not match:
         raise RegistryError(f"{model_uri!r} is not a registered model URI: use models:/<name>@<alias> "
                             "or models:/<name>/<version>")
-    name, alias, version = match.group("name"), match.group("alias"), match.group("version")
+    return match.group("name"), match.group("alias"), match.group("version")
+
+
+def resolve_model_version(c, model_uri: str):
+    """models:/name@alias or models:/name/version -> (ModelVersion, alias or None)."""
+    name, alias, version = parse_model_uri(model_uri)
     try:
         model = c.get_registered_model(name)
     except Exception:  # noqa: BLE001
@@ -152,9 +157,12 @@ def resolve_model_version(c, model_uri: str):
     try:
         mv = c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
     except Exception:  # noqa: BLE001
-        known = ", ".join(f"@{a}->v{v}" for a, v in sorted((model.aliases or {}).items())) or "none"
-        what = f"alias @{alias}" if alias else f"version {version}"
-        raise RegistryError(f"{model_uri}: model {name!r} has no {what} (aliases: {known})") from None
+        if alias:
+            known = ", ".join(f"@{a}->v{v}" for a, v in sorted((model.aliases or {}).items())) or "none"
+            raise RegistryError(f"{model_uri}: model {name!r} has no alias @{alias} (aliases: {known})") from None
+        versions = sorted(int(v.version) for v in c.search_model_versions(f"name = '{name}'"))
+        raise RegistryError(f"{model_uri}: model {name!r} has no version {version} "
+                            f"(versions: {', '.join(map(str, versions)) or 'none'})") from None
     return mv, alias
 
 
@@ -215,6 +223,7 @@ def evaluate_model(uri: str, model_uri: str, *, dataset: str | None = None, data
 
     overrides = dict(protocol_overrides or {})
     LinearProtocol.from_dict(overrides, source="evaluate")  # bad protocol settings fail before any download
+    parse_model_uri(model_uri)  # and a malformed model URI before the store is opened (or created)
     T.check_store(uri)
     T.use_store(uri)
     c = T.client(uri)

@@ -440,6 +440,10 @@ def run_sweep(
             _check_reachable(target)
         else:
             check_resources(spec, _local_resources(num_cpus))
+    uri = T.resolve_tracking_uri(tracking_uri) if track else None
+    experiment = experiment or f"leoclr/{spec.name}"
+    if uri:
+        T.check_store(uri)  # an unreachable server or unwritable store fails here, before compute
     if not _is_uri(root):
         try:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -449,10 +453,6 @@ def run_sweep(
         except OSError as exc:
             raise SweepError(f"storage path {root!r} is not writable: {exc.strerror}") from None
     study_url, rdb = _study_storage(root, study_storage)
-    uri = T.resolve_tracking_uri(tracking_uri) if track else None
-    experiment = experiment or f"leoclr/{spec.name}"
-    if uri:
-        T.check_store(uri)  # an unreachable server or unwritable store fails here, before compute
     if not resume:
         meta = {"name": name, "space_name": spec.name, "space_source": spec.label,
                 "space_path": str(spec.path) if spec.path else None, "space_text": spec.text,
@@ -747,7 +747,7 @@ def _write_meta(root: str, meta: dict[str, Any]) -> None:
     (Path(root) / SWEEP_META).write_text(json.dumps(meta, indent=2))
 
 
-def _read_meta(root: str) -> dict[str, Any]:
+def _read_meta(root: str, action: str = "resume") -> dict[str, Any]:
     try:
         if _is_uri(root):
             import pyarrow.fs as pafs
@@ -757,7 +757,7 @@ def _read_meta(root: str) -> dict[str, Any]:
                 return json.loads(f.read())
         return json.loads((Path(root) / SWEEP_META).read_text())
     except (FileNotFoundError, OSError):
-        raise SweepError(f"no sweep to resume at {root} ({SWEEP_META} not found); "
+        raise SweepError(f"no sweep to {action} at {root} ({SWEEP_META} not found); "
                          "check the name and --storage") from None
 
 
@@ -807,7 +807,7 @@ def sync_sweep(name: str, *, storage: str | None = None, tracking_uri: str | Non
     from leoclr_platform import tracking as T
 
     root = os.path.join(storage or str(default_storage()), name)
-    meta = _read_meta(root)
+    meta = _read_meta(root, action="sync")
     uri = T.resolve_tracking_uri(tracking_uri or meta.get("tracking_uri"))
     T.check_store(uri)
     spec = spec_from_meta(meta)

@@ -89,15 +89,15 @@ def resolve_tracking_uri(arg: str | None = None) -> str:
     """
     uri = (arg or os.environ.get("MLFLOW_TRACKING_URI") or "").strip() or default_tracking_uri()
     source = "--tracking-uri" if arg else ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "default")
+    if uri.lower().startswith("file:"):  # file:///abs/mlruns, and file:mlruns / file:./mlruns too
+        raise TrackingError(f"{source}: {uri!r}: the plain file store is not supported (MLflow 3 deprecates "
+                            "it); use sqlite:///<dir>/mlflow.db or an MLflow server")
     if "://" not in uri:
         if uri.endswith(".db"):
             return f"sqlite:///{Path(uri).expanduser().absolute()}"
         raise TrackingError(f"{source}: {uri!r} is not a tracking URI: use sqlite:///path/mlflow.db, "
                             "http://host:port (an MLflow server) or a database URL")
     scheme = uri.split("://", 1)[0].lower()
-    if scheme == "file":
-        raise TrackingError(f"{source}: {uri!r}: the plain file store is not supported (MLflow 3 deprecates "
-                            "it); use sqlite:///<dir>/mlflow.db or an MLflow server")
     if scheme == "sqlite":
         path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
         if not path or path == ":memory:":
@@ -137,9 +137,13 @@ def check_store(uri: str, timeout: float = 10.0) -> None:
                     raise TrackingError(f"MLflow tracking server {shown} answered /health with HTTP {resp.status}")
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
+            # name the environment when the URI came from it: a forgotten export is easy to miss
+            fix = ("fix or unset MLFLOW_TRACKING_URI (set in the environment to this URI)"
+                   if os.environ.get("MLFLOW_TRACKING_URI", "").strip() == uri else
+                   "fix --tracking-uri / MLFLOW_TRACKING_URI")
             raise TrackingError(
                 f"MLflow tracking server {shown} is not reachable ({reason}); start it (`leoclr ui` serves the "
-                "default store) or fix --tracking-uri / MLFLOW_TRACKING_URI") from None
+                f"default store) or {fix}") from None
         return
     db = sqlite_path(uri)
     if db is not None:
@@ -167,8 +171,14 @@ def use_store(uri: str) -> None:
     """Point MLflow's module-level helpers (log_model, register_model, artifacts) at `uri`."""
     import mlflow
 
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for key, value in before.items():  # MLflow exports the URI; keep our environment as it was
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def ensure_experiment(c, name: str, uri: str) -> str:

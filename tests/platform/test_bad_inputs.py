@@ -10,6 +10,11 @@ messages show the short relative paths a user would type) and must:
 - fail before any compute: `ray.init` is replaced by a guard that aborts the row if called (and
   Ray must not be initialised afterwards), `Trainer.train_epoch` and `Trainer.save_checkpoint`
   abort it too (no training step, no checkpoint), and no new checkpoint file appears on disk;
+  so do opening a sweep's MLflow run, registering a model, downloading or evaluating an encoder,
+  building a report and starting a process (`leoclr ui`'s server);
+- use only its own folder's tracking store: LEOCLR_HOME is the row's folder, whose `mlflow.db`
+  is a copy of a store built once (schema only), and MLFLOW_TRACKING_URI is unset unless the row
+  sets it;
 - return within seconds;
 - print exactly the message that docs/bad-inputs.md shows for it (the doc may shorten long paths
   with `...`); `test_doc_and_table_agree` checks that both list the same rows.
@@ -23,6 +28,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,15 +38,17 @@ import pytest
 import ray
 from PIL import Image
 
-from leoclr_platform import cli
+from leoclr_platform import cli, promotion, tracking
+from leoclr_platform import evaluate as evaluate_module
+from leoclr_platform import report as report_module
 from trainables.config import TrainConfig
 from trainables.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "bad-inputs.md"
-#: Rows take well under a second (the --resume rows build a model first; the first sweep row to
-#: open the default MLflow store creates its schema, a few seconds); 20 s leaves room for a busy
-#: shared CI machine while still catching a row that started real work.
+#: Rows take well under a second (the --resume rows build a model first; the sweep rows that reach
+#: the tracking check create the sweep's Optuna study first, a few seconds); 20 s leaves room for a
+#: busy shared CI machine while still catching a row that started real work.
 ROW_SECONDS = 20.0
 
 
@@ -77,6 +85,17 @@ def _copy_checkpoint(dest: Path, ckpt: Path) -> None:
 def _truncated_checkpoint(dest: Path, ckpt: Path) -> None:
     data = (ckpt / "checkpoint.pt").read_bytes()
     dest.write_bytes(data[: len(data) // 2])  # a copy cut short (disk full, killed rsync)
+
+
+def _store_with_model(dest: Path, ckpt: Path) -> None:
+    """The row's own MLflow store (`dest`, already a copy of the schema-only template) with a
+    registered model `leoclr-encoder`: version 1, alias @candidate (never loaded by any row)."""
+    from leoclr_platform import tracking
+
+    c = tracking.client(f"sqlite:///{dest}")
+    c.create_registered_model("leoclr-encoder")
+    version = c.create_model_version("leoclr-encoder", source=str(ckpt))
+    c.set_registered_model_alias("leoclr-encoder", "candidate", version.version)
 
 
 #: The tiny valid search space the space rows break one thing at a time.
@@ -121,6 +140,7 @@ class Row:
     argv: tuple[str, ...]
     expect: str  # regex searched in the `leoclr: error: ...` line
     files: dict[str, Any] = field(default_factory=dict)  # relative path -> str | bytes | fn(dest, ckpt)
+    env: dict[str, str] = field(default_factory=dict)  # environment variables set for the row
     code: int = 2
     seconds: float = ROW_SECONDS
     marks: tuple = ()
@@ -132,6 +152,21 @@ def train(*args: str) -> tuple[str, ...]:
 
 def sweep(*args: str) -> tuple[str, ...]:
     return ("sweep", *args)
+
+
+def promote(*args: str) -> tuple[str, ...]:
+    return ("promote", *args)
+
+
+def evaluate(*args: str) -> tuple[str, ...]:
+    return ("evaluate", *args)
+
+
+#: Nothing listens on port 9 (discard): the connection is refused at once, as by a stopped server.
+DEAD_SERVER = "http://127.0.0.1:9"
+#: The row's store holds model leoclr-encoder (version 1, @candidate).
+MODEL_STORE = {"mlflow.db": _store_with_model}
+CANDIDATE = "models:/leoclr-encoder@candidate"
 
 
 # `--smoke-test --set dataset=digits`: what the rows that must reach the Trainer run (a small
@@ -345,6 +380,69 @@ ROWS: list[Row] = [
     Row("sweep-study-storage-bad", "--study-storage that is not a database URL",
         sweep("smoke", "--study-storage", "notaurl", "--storage", "runs"),
         r"--study-storage 'notaurl': cannot open the Optuna study storage: ArgumentError: Could not parse"),
+    # ---- MLflow tracking and model registry ------------------------------------------------
+    Row("sweep-tracking-unreachable", "--tracking-uri of an MLflow server that is not running",
+        sweep("smoke", "--tracking-uri", DEAD_SERVER),
+        r"^leoclr: error: MLflow tracking server http://127\.0\.0\.1:9 is not reachable \(.*Connection refused\); "
+        r"start it \(`leoclr ui` serves the default store\) or fix --tracking-uri / MLFLOW_TRACKING_URI$"),
+    Row("sweep-tracking-env-unreachable", "MLFLOW_TRACKING_URI (environment) names a server that is not running",
+        sweep("smoke"), r"MLflow tracking server http://127\.0\.0\.1:9 is not reachable \(.*Connection refused\); "
+                        r".* or fix or unset MLFLOW_TRACKING_URI \(set in the environment to this URI\)$",
+        env={"MLFLOW_TRACKING_URI": DEAD_SERVER}),
+    Row("sweep-tracking-file-store", "a `file:` tracking URI (MLflow's plain file store)",
+        sweep("smoke", "--tracking-uri", "file:./mlruns"),
+        r"--tracking-uri: 'file:\./mlruns': the plain file store is not supported \(MLflow 3 deprecates it\); "
+        r"use sqlite:///<dir>/mlflow\.db or an MLflow server$"),
+    Row("sweep-tracking-not-a-uri", "a folder name for --tracking-uri",
+        sweep("smoke", "--tracking-uri", "mlruns"),
+        r"--tracking-uri: 'mlruns' is not a tracking URI: use sqlite:///path/mlflow\.db, http://host:port"),
+    Row("promote-no-source", "leoclr promote with neither --sweep nor --run-id",
+        promote(), r"^leoclr: error: promote: give exactly one of --sweep NAME or --run-id ID$"),
+    Row("promote-two-sources", "leoclr promote with both --sweep and --run-id",
+        promote("--sweep", "demo-1", "--run-id", "0123456789abcdef0123456789abcdef"),
+        r"^leoclr: error: promote: give exactly one of --sweep NAME or --run-id ID$"),
+    Row("promote-unknown-sweep", "--sweep of a sweep the tracking store does not hold",
+        promote("--sweep", "nosuch"),
+        r"no sweep named 'nosuch' in the tracking store sqlite:///.*/mlflow\.db \(check the name, or --tracking-uri"),
+    Row("promote-unknown-run", "--run-id of a run the tracking store does not hold",
+        promote("--run-id", "0123456789abcdef0123456789abcdef"),
+        r"--run-id 0123456789abcdef0123456789abcdef: no such run in sqlite:///.*/mlflow\.db$"),
+    Row("promote-alias-latest", "--alias latest (reserved by MLflow)",
+        promote("--sweep", "demo-1", "--alias", "latest"),
+        r"--alias 'latest': an alias is a name like candidate or champion \(.*not 'latest' or v<number>\)$"),
+    Row("promote-alias-version", "--alias v3 (reads as a version number)",
+        promote("--sweep", "demo-1", "--alias", "v3"),
+        r"--alias 'v3': an alias is a name like candidate or champion \(.*not 'latest' or v<number>\)$"),
+    Row("evaluate-model-uri-malformed", "a model URI without models:/",
+        evaluate("leoclr-encoder@candidate"),
+        r"'leoclr-encoder@candidate' is not a registered model URI: use models:/<name>@<alias> or "
+        r"models:/<name>/<version>$"),
+    Row("evaluate-unknown-model", "a misspelt registered model name",
+        evaluate("models:/leoclr-encodr@candidate"),
+        r"models:/leoclr-encodr@candidate: no registered model named 'leoclr-encodr' \(registered: leoclr-encoder; ",
+        files=MODEL_STORE),
+    Row("evaluate-unknown-alias", "an alias the registered model does not have",
+        evaluate("models:/leoclr-encoder@champion"),
+        r"models:/leoclr-encoder@champion: model 'leoclr-encoder' has no alias @champion \(aliases: @candidate->v1\)$",
+        files=MODEL_STORE),
+    Row("evaluate-unknown-version", "a version the registered model does not have",
+        evaluate("models:/leoclr-encoder/7"),
+        r"models:/leoclr-encoder/7: model 'leoclr-encoder' has no version 7 \(versions: 1\)$",
+        files=MODEL_STORE),
+    Row("evaluate-protocol-unknown-field", "--set of a linear-protocol field that does not exist",
+        evaluate(CANDIDATE, "--set", "lr_typo=3"),
+        r"evaluate: unknown field\(s\) 'lr_typo'; known: amp, augment, batch_size, epochs, .*, lr, ",
+        files=MODEL_STORE),
+    Row("evaluate-protocol-bad-value", "--set of a linear-protocol value out of range",
+        evaluate(CANDIDATE, "--set", "epochs=0"), r"evaluate: LinearProtocol\.epochs=0: must be an integer >= 1$",
+        files=MODEL_STORE),
+    Row("report-unknown-sweep", "leoclr report of a sweep the tracking store does not hold",
+        ("report", "nosuch"),
+        r"no sweep named 'nosuch' in the tracking store sqlite:///.*/mlflow\.db \(check the name, or --tracking-uri"),
+    Row("sync-unknown-sweep", "leoclr sync of a sweep that is not on disk",
+        ("sync", "nosuch"), r"no sweep to sync at /.*/runs/nosuch \(sweep\.json not found\); check the name and --storage"),
+    Row("ui-file-store", "leoclr ui of a `file:` store",
+        ("ui", "--tracking-uri", "file:./mlruns"), r"--tracking-uri: 'file:\./mlruns': the plain file store is not supported"),
 ]
 
 ROW_IDS = [r.id for r in ROWS]
@@ -371,6 +469,25 @@ def home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("home")
 
 
+@pytest.fixture(scope="module")
+def store_template(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store (schema only): built once (seconds), copied into each row's folder."""
+    from leoclr_platform import tracking
+
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    tracking.check_store(f"sqlite:///{db}")
+    return db
+
+
+def _clean_env(monkeypatch) -> None:
+    """No cluster, storage or tracking store of the user's. Set, then deleted, so that the
+    monkeypatch undoes whatever the code under test sets too (mlflow.set_tracking_uri exports
+    MLFLOW_TRACKING_URI)."""
+    for var in ("RAY_ADDRESS", "LEOCLR_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+
+
 def _write(base: Path, files: dict[str, Any], ckpt: Path) -> None:
     for rel, content in files.items():
         dest = base / rel
@@ -393,13 +510,15 @@ def doc_form(line: str, tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize("row", [pytest.param(r, id=r.id, marks=r.marks) for r in ROWS])
-def test_bad_input(row: Row, tmp_path, monkeypatch, capsys, checkpoint_dir, home):
+def test_bad_input(row: Row, tmp_path, monkeypatch, capsys, checkpoint_dir, store_template):
     monkeypatch.chdir(tmp_path)
-    for var in ("RAY_ADDRESS", "LEOCLR_STORAGE", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(var, raising=False)
-    # the default MLflow store (LEOCLR_HOME/mlflow.db) is shared by the rows: its schema is built once
-    monkeypatch.setenv("LEOCLR_HOME", str(home))
+    _clean_env(monkeypatch)
+    # the row's own default MLflow store, ./mlflow.db: a copy of the template (its schema built once)
+    monkeypatch.setenv("LEOCLR_HOME", str(tmp_path))
+    shutil.copyfile(store_template, tmp_path / "mlflow.db")
     monkeypatch.setenv("LEOCLR_CACHE", str(tmp_path / "cache"))
+    for var, value in row.env.items():
+        monkeypatch.setenv(var, value)
     _write(tmp_path, row.files, checkpoint_dir)
     planted = _checkpoint_files(tmp_path)
 
@@ -411,6 +530,14 @@ def test_bad_input(row: Row, tmp_path, monkeypatch, capsys, checkpoint_dir, home
     monkeypatch.setattr(ray, "init", guard("ray.init"))
     monkeypatch.setattr(Trainer, "train_epoch", guard("Trainer.train_epoch"))
     monkeypatch.setattr(Trainer, "save_checkpoint", guard("Trainer.save_checkpoint"))
+    # the MLflow commands' work: a sweep's parent run, a registration, an encoder download or
+    # evaluation, a report, the UI server
+    monkeypatch.setattr(tracking.SweepTracker, "open", guard("SweepTracker.open"))
+    monkeypatch.setattr("mlflow.register_model", guard("mlflow.register_model"))
+    monkeypatch.setattr(promotion, "download_encoder", guard("promotion.download_encoder"))
+    monkeypatch.setattr(evaluate_module, "evaluate_encoder", guard("evaluate_encoder"))
+    monkeypatch.setattr(report_module, "build_report", guard("build_report"))
+    monkeypatch.setattr(subprocess, "call", guard("subprocess.call"))
 
     start = time.perf_counter()
     code = cli.main(list(row.argv))
@@ -487,10 +614,22 @@ def test_unreachable_ray_address_leaves_nothing_behind(tmp_path, monkeypatch, ca
     """`leoclr sweep smoke --address 127.0.0.1:9` starts nothing and writes nothing (no sweep
     folder, study or tracking run for a sweep that never ran)."""
     monkeypatch.chdir(tmp_path)
-    for var in ("RAY_ADDRESS", "LEOCLR_STORAGE", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("LEOCLR_HOME", str(home))  # shared with the rows: the MLflow schema exists
+    _clean_env(monkeypatch)
+    monkeypatch.setenv("LEOCLR_HOME", str(home))  # outside tmp_path: tmp_path must stay empty
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was called"))
     assert cli.main(["sweep", "smoke", "--address", "127.0.0.1:9"]) == 2
     assert "cannot connect to the Ray cluster at '127.0.0.1:9'" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == []
+
+
+@pytest.mark.parametrize("uri", [DEAD_SERVER, "mlruns"])
+def test_refused_tracking_store_leaves_nothing_behind(uri, tmp_path, monkeypatch, capsys, home):
+    """`leoclr sweep smoke --tracking-uri URI` with a store it refuses writes nothing: no sweep
+    folder, no Optuna study (the exit status and message are the rows' business)."""
+    monkeypatch.chdir(tmp_path)
+    _clean_env(monkeypatch)
+    monkeypatch.setenv("LEOCLR_HOME", str(home))  # outside tmp_path: tmp_path must stay empty
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was called"))
+    cli.main(["sweep", "smoke", "--tracking-uri", uri])
+    capsys.readouterr()
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == []
