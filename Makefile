@@ -25,7 +25,7 @@ endif
 demo: $(STAMP)
 	$(BIN)/leoclr sweep demo --name $(DEMO)
 	$(BIN)/leoclr promote --sweep $(DEMO)
-	$(BIN)/leoclr evaluate models:/leoclr-encoder@candidate
+	$(BIN)/leoclr evaluate models:/leoclr-encoder@candidate --augment none
 	$(BIN)/leoclr report $(DEMO)
 	@echo
 	@echo "Browse the sweep, its trials and the registered encoder in the MLflow UI:"
