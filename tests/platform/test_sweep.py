@@ -153,6 +153,13 @@ def test_promote_evaluate_and_report(tiny_sweep, tmp_path):
     tagged = client.get_model_version("leoclr-encoder", first["version"]).tags
     assert tagged["eval.photo_patches.run_id"] == result["run_id"]
     assert float(tagged["eval.photo_patches.linear_top1"]) == pytest.approx(run.data.metrics["linear_top1"], abs=0.01)
+    # the same evaluation as a Ray task (what `leoclr evaluate --address` / a Ray job does)
+    printed = []
+    remote = evaluate_model(uri, "models:/leoclr-encoder@candidate", protocol_overrides={"epochs": 3},
+                            address="auto", out=printed.append)
+    assert any("in a Ray task" in line for line in printed), printed
+    assert remote["results"]["knn_top1"] == result["results"]["knn_top1"]
+    assert remote["results"]["linear_top1"] == pytest.approx(result["results"]["linear_top1"])
 
     report = report_sweep(uri, "tiny", tmp_path / "report", out=lambda *a: None)
     strategies = {t["params"]["attraction_strategy"] for t in outcome.trials}
