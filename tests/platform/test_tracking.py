@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 from leoclr_platform import spaces
 from leoclr_platform import tracking as T
@@ -223,6 +224,18 @@ def test_sweep_survives_a_tracking_server_outage_and_sync_replays_it(ray_runtime
 
 
 # ---------------------------------------------------------------------------------------------
+def _in_this_runtime(pid: str) -> bool:
+    """A worker of this test session's Ray runtime (its workers get RAY_ADDRESS=<our GCS>)."""
+    import ray
+
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
+    return any(e.startswith(b"RAY_ADDRESS=") and e.endswith(f":{port}".encode()) for e in environ)
+
+
 @pytest.mark.slow
 def test_a_killed_train_worker_resumes_from_its_checkpoint_and_loses_nothing(ray_runtime, tmp_path, monkeypatch):
     """SIGKILL the trial's Ray Train worker during epoch 2: Ray Train restarts it from the epoch-1
@@ -238,19 +251,24 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint_and_loses_nothing(ray
     secret = "planted-s3cr3t-4c2f9"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     storage = tmp_path / f"runs-{secret}"
-    spec = smoke(trials=1, max_epochs=3, base={**spaces.load_space("smoke").base, "max_steps_per_epoch": 6})
+    # 16 steps per epoch (epochs of a second or two): room to kill the worker inside epoch 2
+    base = {**spaces.load_space("smoke").base, "photo_patches": {"train_per_class": 32, "test_per_class": 4}}
+    spec = smoke(trials=1, max_epochs=3, base=base)
     killed = {}
 
     def kill_worker_in_epoch_two():
         deadline = time.time() + 300
         while time.time() < deadline:
             if list(storage.glob("*/train/trial_*/checkpoint_*/metrics.json")):  # epoch 1 is saved
-                workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-                if workers:
-                    killed["pid"] = workers[0].pid
-                    os.kill(workers[0].pid, signal.SIGKILL)
+                # the process itself (pgrep: no State API round trip under load); tests run one
+                # at a time, so the only Train worker alive is this trial's
+                pids = [pid for pid in subprocess.run(["pgrep", "-f", "^ray::RayTrainWorker"], capture_output=True,
+                                                      text=True).stdout.split() if _in_this_runtime(pid)]
+                if pids:
+                    killed["pid"] = int(pids[0])
+                    os.kill(killed["pid"], signal.SIGKILL)
                     return
-            time.sleep(0.2)
+            time.sleep(0.05)
 
     chaos = threading.Thread(target=kill_worker_in_epoch_two, daemon=True)
     chaos.start()
@@ -260,18 +278,30 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint_and_loses_nothing(ray
     assert killed.get("pid"), "the worker was never killed"
     (row,) = outcome.trials
     assert row["status"] == "COMPLETED" and row["epochs"] == 3, row
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
+    import ray
+
+    api = "http://" + ray._private.worker.get_dashboard_url()  # this runtime's, not another one's
+    workers = list_actors(address=api, filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
     assert killed["pid"] in {w.pid for w in workers if w.state == "DEAD"}
+    # the trial went on in a new worker process, from the epoch-1 checkpoint
+    assert {w.pid for w in workers} - {killed["pid"]}
 
     # the same config trained without interruption, in this process
     reports = []
     config = resolved_config(spec, {**row["params"], "seed": row["seed"]})
-    reference = train_fn_per_worker(config, lambda m, c: reports.append(m), checkpoint_dir=str(tmp_path / "ref"))
-    assert row["knn_top1"] == pytest.approx(reference["knn_top1"], abs=1e-9)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the Ray worker (OMP_NUM_THREADS=1): same float summation order
+    try:
+        reference = train_fn_per_worker(config, lambda m, c: reports.append(m), checkpoint_dir=str(tmp_path / "ref"))
+    finally:
+        torch.set_num_threads(threads)
+    # stated tolerance: losses to 1e-4 relative; kNN top-1 within 2 of the 64 test images (a
+    # last-bit difference between processes can flip a vote on data this small)
+    assert row["knn_top1"] == pytest.approx(reference["knn_top1"], abs=2 * 100 / 64 + 1e-9)
     client, parent, runs = assert_runs_match_outcome(uri, outcome)
     run = runs[row["trial_id"]]
     losses = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss")}
-    assert losses == pytest.approx({m["epoch"]: m["loss"] for m in reports}, rel=1e-5)
+    assert losses == pytest.approx({m["epoch"]: m["loss"] for m in reports}, rel=1e-4)
 
     for r in [parent, *runs.values()]:
         for value in [*r.data.params.values(), *r.data.tags.values()]:
