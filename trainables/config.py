@@ -80,7 +80,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on cuda) | bf16 | off
-    channels_last: str = "auto"  # auto (on cuda) | on | off
+    channels_last: str = "auto"  # auto (= on, every device) | on | off
     compile: bool = False  # torch.compile the encoders
     checkpoint_every: int = 1  # epochs between checkpoints (always at the last epoch)
     max_steps_per_epoch: int | None = None  # cap for smoke tests

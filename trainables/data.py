@@ -125,7 +125,10 @@ def pil_to_uint8(img: Image.Image, size: int) -> torch.Tensor:
         img = img.resize((size, size), Image.BILINEAR)  # PIL's bilinear is antialiased
     if img.mode == "L":
         img = img.convert("RGB")
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    # HWC -> CHW in numpy: a per-image torch op would run on the process's OpenMP team, which
+    # stalls at every op when other processes hold the cores (a DataLoader with 0 workers
+    # decoded 8x slower than one worker that way; docs/performance.md)
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)))
 
 
 def decode_image(data: bytes, size: int, *, source: str) -> torch.Tensor:
@@ -972,12 +975,65 @@ def iterate_batches(ds: Dataset, batch_size: int, *, shuffle: bool, seed: int, e
         pin = pin_memory and torch.cuda.is_available()
         for start in range(0, len(indices), batch_size):
             idx = indices[start:start + batch_size]
-            images, labels = ds.images.index_select(0, idx), ds.labels.index_select(0, idx)
             if pin:
-                images, labels = images.pin_memory(), labels.pin_memory()
+                # gathered straight into page-locked memory (one copy, not gather + pin); the
+                # caching host allocator does not hand a block out again before the
+                # non_blocking copies that read it have finished
+                images = torch.empty((len(idx), *ds.images.shape[1:]), dtype=ds.images.dtype,
+                                     pin_memory=True)
+                labels = torch.empty(len(idx), dtype=ds.labels.dtype, pin_memory=True)
+                torch.index_select(ds.images, 0, idx, out=images)
+                torch.index_select(ds.labels, 0, idx, out=labels)
+            else:
+                images, labels = ds.images.index_select(0, idx), ds.labels.index_select(0, idx)
             yield images, labels
         return
     loader, sampler = _loader_for(ds, batch_size, num_workers,
                                   pin_memory and torch.cuda.is_available())
     sampler.indices = indices.tolist()
     yield from loader
+
+
+class DevicePrefetcher:
+    """Moves ``(images, labels)`` batches to ``device``, one batch ahead of the consumer.
+
+    On CUDA the host -> device copy of batch i + 1 is issued on a side stream (non_blocking,
+    from the pinned memory ``iterate_batches(pin_memory=True)`` gives) before batch i is handed
+    out, so it overlaps with the consumer's work on batch i; the consumer's stream waits for
+    the copy (an event on the device, not a host synchronisation) and the tensors are marked
+    as used by it (``record_stream``) so the allocator cannot recycle them early. Drawing batch
+    i + 1 from ``batches`` (index_select or a DataLoader's queue) also overlaps with the GPU
+    still running the kernels queued for step i - 1.
+
+    On any other device it is a pass-through (``.to(device)``, a no-op on CPU).
+    """
+
+    def __init__(self, batches, device: torch.device | str):
+        self.batches = batches
+        self.device = torch.device(device)
+
+    def __iter__(self):
+        if self.device.type != "cuda":
+            for images, labels in self.batches:
+                yield images.to(self.device), labels.to(self.device)
+            return
+        stream = torch.cuda.Stream(self.device)
+        source = iter(self.batches)
+
+        def issue():
+            try:
+                images, labels = next(source)
+            except StopIteration:
+                return None
+            with torch.cuda.stream(stream):
+                return (images.to(self.device, non_blocking=True),
+                        labels.to(self.device, non_blocking=True))
+
+        ahead = issue()
+        while ahead is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(stream)
+            for t in ahead:
+                t.record_stream(current)
+            batch, ahead = ahead, issue()
+            yield batch

@@ -61,6 +61,15 @@ def all_gather_variable(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([o[:s] for o, s in zip(out, sizes)], dim=0)
 
 
+def _host_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on `device` without a host synchronisation: a plain `.to(cuda)` from
+    pageable memory waits for the GPU; from pinned memory with non_blocking it is queued on the
+    stream (the caching host allocator keeps the pinned block until the copy has run)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 @torch.no_grad()
 def shuffle_bn_forward(
     fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, generator: torch.Generator
@@ -72,13 +81,13 @@ def shuffle_bn_forward(
     Single process: a shuffle within the batch (meaningful with SplitBatchNorm).
     """
     if not is_distributed():
-        perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+        perm = _host_to_device(torch.randperm(x.shape[0], generator=generator), x.device)
         out = fn(x[perm])
         return out[torch.argsort(perm)]
     world, r = dist.get_world_size(), dist.get_rank()
     n = x.shape[0]
     x_all = concat_all_gather(x)  # (world*N) x ...
-    perm = torch.randperm(world * n, generator=generator).to(x.device)
+    perm = _host_to_device(torch.randperm(world * n, generator=generator), x.device)
     dist.broadcast(perm, src=0)
     unperm = torch.argsort(perm)
     out_this = fn(x_all[perm.view(world, n)[r]])  # this rank's share of the shuffled batch

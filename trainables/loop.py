@@ -9,7 +9,7 @@ One step (momentum mechanism):
   q_i     = normalize(f_q(view_i))  for query views  # with gradient
   k_j     = normalize(f_k(view_j))  for key views    # no gradient, shuffle-BN
   loss    = strategy.loss(q, k, queue, tau)          # losses.py (Eq. 2, Eq. 3, Table 8)
-  SGD step; theta_k <- m theta_k + (1 - m) theta_q   # models.ema_update_ (Eq. 1)
+  SGD step; theta_k <- m theta_k + (1 - m) theta_q   # models.EmaUpdater (Eq. 1)
   queue.enqueue(all_gather(k to enqueue))            # FIFO, any batch size
 
 Once per epoch: the kNN monitor, a checkpoint (atomic: temp dir, then rename), and
@@ -36,10 +36,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trainables import distributed as D
 from trainables.config import ConfigError, TrainConfig
-from trainables.data import TensorImageDataset, iterate_batches, load_data, num_batches
+from trainables.data import DevicePrefetcher, TensorImageDataset, iterate_batches, load_data, num_batches
 from trainables.knn import extract_features, knn_accuracy
 from trainables.losses import STRATEGIES, end_to_end_loss
-from trainables.models import Encoder, KeyQueue, convert_split_bn, ema_update_, make_key_encoder
+from trainables.models import EmaUpdater, Encoder, KeyQueue, convert_split_bn, make_key_encoder
 from trainables.views import ViewConfig, ViewMaker
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -72,6 +72,28 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
 
 
+def ddp_options() -> dict[str, Any]:
+    """DistributedDataParallel settings of the query encoder (see docs/performance.md).
+
+    - gradient_as_bucket_view: gradients live in the all-reduce buckets (no copy into and out of
+      them, one gradient-sized buffer less); `train_step` zeroes instead of dropping them.
+    - no buffer broadcast before every forward: BN buffers (running statistics) never affect a
+      training step (batch statistics are used; with shuffle-BN each rank's BN sees its own
+      shuffled share of the keys, exactly as in the official MoCo code), so the per-forward
+      broadcast is pure overhead; `Trainer.sync_bn_statistics` aligns them once per epoch, before
+      the kNN monitor and the checkpoint read them. Parameters are still broadcast from rank 0
+      at construction (all ranks also initialise from the same seed).
+    """
+    import inspect
+
+    options: dict[str, Any] = {"gradient_as_bucket_view": True}
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+        options["forward_sync_buffers"] = False  # torch >= 2.13 (broadcast_buffers deprecated)
+    else:
+        options["broadcast_buffers"] = False
+    return options
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
     """Linear warm-up for `warmup_steps`, then half-cosine decay to 0 at `total_steps`."""
     if step < warmup_steps:
@@ -100,7 +122,9 @@ class Trainer:
         self.device = device or resolve_device(cfg)
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and cuda)
-        self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
+        # channels_last "auto" is on for every device: NHWC is what tensor cores want on CUDA, and
+        # on CPU oneDNN's NHWC convolutions made whole steps 1.2-1.4x faster (docs/performance.md)
+        self.channels_last = cfg.channels_last != "off"
         self.strategy = STRATEGIES[cfg.attraction_strategy]
         self.momentum_mechanism = cfg.mechanism == "momentum"
 
@@ -120,8 +144,10 @@ class Trainer:
                 f"batch_size={cfg.batch_size}: the {cfg.dataset} training set has "
                 f"{len(self.data.pretrain)} images, fewer than one global batch"
             )
+        # views are written straight in the layout the encoders read (no conversion copy)
         self.views = ViewMaker(ViewConfig(size=cfg.resolved_view_size, crop_scale=tuple(cfg.crop_scale),
-                                          preset=cfg.augmentation, blur_prob=cfg.blur_prob))
+                                          preset=cfg.augmentation, blur_prob=cfg.blur_prob),
+                               channels_last=self.channels_last)
 
         # Models: identical initialisation on every rank (DDP also broadcasts rank 0's weights).
         torch.manual_seed(cfg.seed)
@@ -130,14 +156,16 @@ class Trainer:
             encoder = convert_split_bn(encoder, self.bn_splits)
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.query_encoder = encoder.to(self.device, memory_format=memory_format)
-        self.key_encoder = self.queue = None
+        self.key_encoder = self.queue = self.ema = None
         if self.momentum_mechanism:
             self.key_encoder = make_key_encoder(self.query_encoder)
+            self.ema = EmaUpdater(self.key_encoder, self.query_encoder)
             queue_gen = torch.Generator().manual_seed(_seed_for(cfg.seed, "queue"))
             self.queue = KeyQueue(cfg.queue_size, cfg.embedding_dim, queue_gen).to(self.device)
         self.query_fwd = self.query_encoder
         if D.is_distributed():
-            self.query_fwd = DDP(self.query_encoder, device_ids=[self.device.index] if cuda else None)
+            self.query_fwd = DDP(self.query_encoder, device_ids=[self.device.index] if cuda else None,
+                                 **ddp_options())
         self.key_fwd = self.key_encoder
         if cfg.compile:
             self.query_fwd = torch.compile(self.query_fwd)
@@ -189,11 +217,13 @@ class Trainer:
             else:
                 zs = [D.all_gather_with_grad(self._embed(self.query_fwd, v)) for v in views]
                 loss = end_to_end_loss(zs, spec.pairs, cfg.temperature)
-        self.optimizer.zero_grad(set_to_none=True)
+        # under DDP the gradients are views of the all-reduce buckets (gradient_as_bucket_view):
+        # zeroing keeps them so; set_to_none would drop the views and bring back the copies
+        self.optimizer.zero_grad(set_to_none=not D.is_distributed())
         loss.backward()
         self.optimizer.step()
         if self.momentum_mechanism:
-            ema_update_(self.key_encoder, self.query_encoder, cfg.key_momentum)
+            self.ema(cfg.key_momentum)
             new_keys = ks if cfg.enqueue == "both" else ks[:1]
             self.queue.enqueue(D.concat_all_gather(torch.cat(new_keys, dim=0)))
         self.global_step += 1
@@ -224,10 +254,10 @@ class Trainer:
         batches = iterate_batches(self.data.pretrain, self.local_batch, shuffle=True, seed=cfg.seed,
                                   epoch=self.epoch, rank=self.rank, world_size=self.world, drop_last=True,
                                   num_workers=cfg.loader_workers, pin_memory=self.device.type == "cuda")
-        for images, _ in batches:
+        # on CUDA: pinned batches, the copy of the next one overlapping this step (no-op on CPU)
+        for images, _ in DevicePrefetcher(batches, self.device):
             if steps >= self.steps_per_epoch:
                 break
-            images = images.to(self.device, non_blocking=True)
             loss_sum += self.train_step(images, view_gen, shuffle_gen)
             steps += 1
             if steps % cfg.finite_check_every == 0:
@@ -249,19 +279,28 @@ class Trainer:
         }
 
     def sync_bn_statistics(self) -> None:
-        """Average BatchNorm running statistics over the workers (after each epoch).
+        """Make every worker's buffers equal, once per epoch, before the kNN monitor and the
+        checkpoint read them.
 
-        Each DDP worker's BN layers track the statistics of its own batches, so without this the
-        workers' kNN shards would be computed by slightly different models, and none of them
-        the one rank 0 checkpoints. Averaged, the monitor, the checkpoint and a later
-        single-process evaluation all see the same encoder."""
+        DDP runs with forward buffer syncing off (`ddp_options`): in training mode BN normalises
+        with batch statistics, so running statistics never enter a loss or a gradient and a
+        broadcast before every forward would only cost time. Each worker's BN layers therefore
+        track the statistics of its own batches. Floating-point buffers (running mean and
+        variance) of both encoders are averaged over the workers, so the statistics reflect
+        every worker's data; other buffers (num_batches_tracked, equal on every worker) are
+        taken from rank 0. Then the monitor, the checkpoint and a later single-process
+        evaluation all see the same encoder."""
         if not D.is_distributed():
             return
-        for module in self.query_encoder.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-                for buffer in (module.running_mean, module.running_var):
+        for module in (self.query_encoder, self.key_encoder):
+            if module is None:
+                continue
+            for buffer in module.buffers():
+                if buffer.is_floating_point():
                     dist.all_reduce(buffer)
                     buffer.div_(self.world)
+                else:
+                    dist.broadcast(buffer, src=0)
 
     # ---------------------------------------------------------------------------------------
     def _eval_batches(self, ds, batch_size: int = 512):

@@ -87,7 +87,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     z = torch.cat([z1, z2], dim=0)  # 2N x C
     sim = _at_least_fp32(z @ z.t()) / temperature  # 2N x 2N
     sim.fill_diagonal_(float("-inf"))  # an anchor is never its own negative
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    # built on the device: a host tensor .to(cuda) would be a synchronising copy every step
+    target = torch.arange(2 * n, device=z.device).add_(n).remainder_(2 * n)  # partner index
     return F.cross_entropy(sim, target)
 
 

@@ -135,12 +135,17 @@ def _bn_sync_worker(rank: int, tmp: str) -> None:
     from trainables.loop import Trainer
 
     _init(rank, tmp)
-    encoder = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2))
-    bn = encoder[1]
+    query = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2))
+    key = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2))
+    bn, kbn = query[1], key[1]
     bn.running_mean.fill_(rank + 1.0)  # rank 0: 1, rank 1: 2
     bn.running_var.fill_(2.0 * rank + 1.0)  # rank 0: 1, rank 1: 3
-    Trainer.sync_bn_statistics(SimpleNamespace(query_encoder=encoder, world=WORLD))
-    torch.save({"mean": bn.running_mean.clone(), "var": bn.running_var.clone()}, f"{tmp}/out{rank}.pt")
+    kbn.running_mean.fill_(4.0 * rank)  # rank 0: 0, rank 1: 4
+    bn.num_batches_tracked.fill_(7 + rank)  # integer buffers: rank 0's value everywhere
+    Trainer.sync_bn_statistics(SimpleNamespace(query_encoder=query, key_encoder=key, world=WORLD))
+    torch.save({"mean": bn.running_mean.clone(), "var": bn.running_var.clone(),
+                "key_mean": kbn.running_mean.clone(), "tracked": bn.num_batches_tracked.clone()},
+               f"{tmp}/out{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -148,6 +153,8 @@ def test_bn_statistics_are_averaged_over_workers(tmp_path):
     for o in _run(_bn_sync_worker, tmp_path):
         torch.testing.assert_close(o["mean"], torch.full((2,), 1.5))  # (1 + 2) / 2
         torch.testing.assert_close(o["var"], torch.full((2,), 2.0))  # (1 + 3) / 2
+        torch.testing.assert_close(o["key_mean"], torch.full((2,), 2.0))  # (0 + 4) / 2
+        assert int(o["tracked"]) == 7
 
 
 def _train_worker(rank: int, tmp: str, config: dict) -> None:
