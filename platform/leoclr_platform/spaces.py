@@ -72,7 +72,8 @@ TOP_LEVEL_KEYS = ("name", "description", "mode", "base", "space", "objective", "
                   "resources", "seeds")
 OBJECTIVE_KEYS = ("metric", "mode")
 BUDGET_KEYS = ("trials", "max_epochs", "grace_period", "reduction_factor", "max_concurrent")
-RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker")
+RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "launcher")
+LAUNCHERS = ("auto", "ray_train")
 #: Distribution kinds. `choice` and `grid` are categorical (a list of values); the rest are
 #: numeric ranges `[low, high]`. `one_minus_log` takes the range of m and searches log(1 - m).
 CATEGORICAL_KINDS = ("choice", "grid")
@@ -185,6 +186,7 @@ class SweepSpec:
     workers: int = 1
     cpus_per_worker: float = 1
     gpus_per_worker: float = 0
+    launcher: str = "auto"  # auto: Ray Train for workers > 1, the Tune trial itself for 1; ray_train: always
     seeds: list[int] = field(default_factory=lambda: [0])
     source: str = ""  # how errors name the file ("demo.yaml" or the path given)
 
@@ -327,6 +329,7 @@ def parse_space(text: str, *, source: str = "space.yaml", path: Path | None = No
         workers=resources.get("workers", 1),
         cpus_per_worker=resources.get("cpus_per_worker", 1),
         gpus_per_worker=resources.get("gpus_per_worker", 0),
+        launcher=resources.get("launcher", "auto"),
         seeds=data.get("seeds", [0]),
         source=source,
     )
@@ -420,6 +423,8 @@ def validate_space(spec: SweepSpec, *, check_data: bool = True) -> None:
         fail("resources.cpus_per_worker", f"must be a number > 0, got {spec.cpus_per_worker!r}")
     if not _is_num(spec.gpus_per_worker) or spec.gpus_per_worker < 0:
         fail("resources.gpus_per_worker", f"must be a number >= 0, got {spec.gpus_per_worker!r}")
+    if spec.launcher not in LAUNCHERS:
+        fail("resources.launcher", f"must be one of {', '.join(LAUNCHERS)}, got {spec.launcher!r}")
 
     # ---- objective -------------------------------------------------------------------------
     if spec.metric not in METRICS:
@@ -899,8 +904,10 @@ def describe(spec: SweepSpec) -> str:
         lines.append(f"budget: {cells} cells x {len(spec.seeds)} seeds = {spec.total_trials()} "
                      f"trials x {spec.max_epochs} epochs, no early stopping{ignored}")
     lines.append(f"max concurrent trials: {spec.max_concurrent if spec.max_concurrent else 'auto (cluster)'}")
+    launcher = ("Ray Train (DDP)" if spec.workers > 1 or spec.launcher == "ray_train"
+                else "in the Tune trial (local storage) or Ray Train (URI storage)")
     lines.append(f"resources per trial: {spec.workers} worker(s) x ({_fmt(spec.cpus_per_worker)} CPU, "
-                 f"{_fmt(spec.gpus_per_worker)} GPU)")
+                 f"{_fmt(spec.gpus_per_worker)} GPU), trained {launcher}")
     if spec.mode == "search":
         lines.append(f"seeds: {spec.seeds} (every trial trains with seed {spec.sampler_seed})")
     else:

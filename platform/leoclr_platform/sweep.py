@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -65,8 +66,23 @@ class SweepContext:
     spec: SweepSpec
     root: str  # absolute (or URI) folder of this sweep
     train_storage: str  # where the Ray Train runs (checkpoints) of the trials live
-    worker_max_failures: int = 2  # Ray Train restarts of a trial's workers (from its checkpoint)
+    worker_max_failures: int = 2  # restarts of a trial's workers (from its checkpoint)
     keep_checkpoints: int = 2
+
+    @property
+    def in_trial(self) -> bool:
+        """Whether trials run the loop in the Tune trial's own process (see `uses_ray_train`)."""
+        return not uses_ray_train(self.spec, self.root)
+
+
+def uses_ray_train(spec: SweepSpec, root: str) -> bool:
+    """A trial trains through a Ray Train TorchTrainer (DDP over `workers` worker actors) when it
+    has several workers, when the space asks for it (`resources.launcher: ray_train`), or when
+    the sweep's storage is a URI (Train's persistence uploads the checkpoints). A one-worker trial
+    otherwise runs the same loop inside its Tune trial actor: no Train controller, placement
+    group, worker actor or process group to create, which took 20-40 s per trial on a 2-core
+    machine (docs/performance-sweeps.md); worker faults are then retried by Tune."""
+    return spec.workers > 1 or spec.launcher == "ray_train" or _is_uri(root)
 
 
 def default_storage() -> Path:
@@ -169,18 +185,84 @@ def _status_actor():
     return TrialStatus.remote()
 
 
+DIVERGED_MARKER = "diverged.txt"
+
+
+def prune_checkpoints(run_dir: Path, metric: str, mode: str, keep: int) -> None:
+    """Keep the newest checkpoint of a run plus its best-scoring others, `keep` in all (what Ray
+    Train's CheckpointConfig(num_to_keep, checkpoint_score_attribute) keeps for Train runs).
+    Checkpoints without the metric score last."""
+    from trainables.loop import checkpoints_newest_first
+
+    found = checkpoints_newest_first(run_dir)
+    if len(found) <= keep:
+        return
+    sign = 1 if mode == "max" else -1
+
+    def score(ckpt: Path) -> float:
+        try:
+            value = json.loads((ckpt / "metrics.json").read_text()).get(metric)
+        except (OSError, ValueError):
+            value = None
+        return sign * value if isinstance(value, (int, float)) else float("-inf")
+
+    newest, older = found[0], found[1:]
+    ranked = sorted(older, key=score, reverse=True)  # stable: ties keep the newer one
+    for ckpt in ranked[max(keep - 1, 0):]:
+        shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
+    """A one-worker trial, trained in this Tune trial actor (see `uses_ray_train`).
+
+    Checkpoints go to the same place as a Train run's (<sweep>/train/trial_<id>/), so resuming,
+    the best-checkpoint lookup and tracking read them alike. A retried trial (worker fault, driver
+    restore) resumes from the newest good checkpoint there. A diverged trial leaves a marker, so
+    a retry fails at once instead of training into the same divergence again."""
+    import ray.tune
+
+    from trainables.loop import DivergenceError
+    from trainables.loop import train_fn_per_worker as loop
+
+    spec = sweep.spec
+    run_dir = Path(sweep.train_storage) / f"trial_{trial_id}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = run_dir / DIVERGED_MARKER
+    if marker.exists():
+        raise TrialDiverged(marker.read_text())
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        if checkpoint_dir:
+            prune_checkpoints(run_dir, spec.metric, spec.metric_mode, sweep.keep_checkpoints)
+        ray.tune.report(metrics)
+
+    has_checkpoint = any(c.is_dir() and not c.name.startswith(".") for c in run_dir.iterdir())
+    try:
+        loop(cfg, report, resume_from=[str(run_dir)] if has_checkpoint else None,
+             checkpoint_dir=str(run_dir), keep_checkpoints=None)
+    except DivergenceError as exc:
+        marker.write_text(str(exc))
+        raise TrialDiverged(str(exc)) from None
+
+
 def train_driver_fn(config: dict[str, Any], sweep: SweepContext) -> None:
-    """The Tune trainable of one trial: a TorchTrainer over `train_fn_per_worker`."""
+    """The Tune trainable of one trial: the loop itself for a one-worker trial, else a
+    TorchTrainer over `train_fn_per_worker` (see `uses_ray_train`)."""
     import ray
     import ray.train
     import ray.tune
-    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     spec = sweep.spec
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = resolved_config(spec, config)
+    if sweep.in_trial:
+        _train_in_trial(cfg, sweep, trial_id)
+        return
+
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     use_gpu = spec.gpus_per_worker > 0
     resources = {"CPU": spec.cpus_per_worker}
     if use_gpu:
@@ -354,6 +436,9 @@ def _progress_reporter(spec: SweepSpec, total: int):
         parameter_columns=params,
         total_samples=total,
         max_report_frequency=30,
+        # a grid's TuneConfig has no metric (see _fit): the reporter is told here (Tune refuses both)
+        metric=spec.metric if spec.mode == "grid" else None,
+        mode=spec.metric_mode if spec.mode == "grid" else None,
         sort_by_metric=True,
         max_column_length=16,
     )
@@ -514,11 +599,13 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table reporter
     ctx = SweepContext(name=name, spec=spec, root=root, train_storage=os.path.join(root, TRAIN_DIR))
-    trainable = tune.with_resources(
-        tune.with_parameters(train_driver_fn, sweep=ctx),
-        # the driver only orchestrates; {"CPU": 0} alone is refused ("empty bundle")
-        {"CPU": 0, "memory": 100 * 1024 * 1024},
-    )
+    if ctx.in_trial:  # the trial actor trains: it holds the worker's resources
+        trial_resources = {"CPU": spec.cpus_per_worker}
+        if spec.gpus_per_worker:
+            trial_resources["GPU"] = spec.gpus_per_worker
+    else:  # the trial actor only drives a TorchTrainer; {"CPU": 0} alone is refused ("empty bundle")
+        trial_resources = {"CPU": 0, "memory": 100 * 1024 * 1024}
+    trainable = tune.with_resources(tune.with_parameters(train_driver_fn, sweep=ctx), trial_resources)
     storage_path, exp_name = os.path.dirname(root.rstrip("/")), os.path.basename(root.rstrip("/"))
     total = spec.total_trials()
     callbacks = []
@@ -531,7 +618,8 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
     run_config = tune.RunConfig(
         name=exp_name,
         storage_path=storage_path,
-        failure_config=tune.FailureConfig(max_failures=0),  # worker faults are retried by Train
+        # worker faults: retried by Ray Train for Train runs, by Tune for in-trial runs
+        failure_config=tune.FailureConfig(max_failures=ctx.worker_max_failures if ctx.in_trial else 0),
         progress_reporter=_progress_reporter(spec, total),
         callbacks=callbacks,
         verbose=verbose,
@@ -547,9 +635,11 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
             # every cell carries every key (None where a `when` excludes it): the table looks them up
             cells = [{**{p.name: None for p in spec.params}, **cell} for cell in grid_configs(spec)]
             param_space = {"cell": tune.grid_search(cells)}
+            # no metric/mode here: Tune would then refuse every result without the objective,
+            # and a grid with knn_every > 1 reports kNN only every few epochs (nothing here
+            # ranks trials by it; summarize reads spec.metric)
             tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency,
-                                          scheduler=FIFOScheduler(), metric=spec.metric,
-                                          mode=spec.metric_mode, reuse_actors=False)
+                                          scheduler=FIFOScheduler(), reuse_actors=False)
         else:
             from leoclr_platform.optuna_search import SafeOptunaSearch
 
@@ -637,7 +727,7 @@ def _latest_checkpoint(root: str, trial_id: str) -> str | None:
     best = None
     for ckpt in run.iterdir():
         metrics_file = ckpt / "metrics.json"
-        if ckpt.is_dir() and metrics_file.exists():
+        if ckpt.is_dir() and not ckpt.name.startswith(".") and metrics_file.exists():  # not a temp dir
             epoch = json.loads(metrics_file.read_text()).get("epoch", 0)
             if best is None or epoch > best[0]:
                 best = (epoch, str(ckpt))
@@ -698,7 +788,7 @@ def _best_checkpoint(root: str, trial_id: str, metric: str, mode: str) -> str | 
     scored = []
     for ckpt in run.iterdir():
         metrics_file = ckpt / "metrics.json"
-        if ckpt.is_dir() and metrics_file.exists():
+        if ckpt.is_dir() and not ckpt.name.startswith(".") and metrics_file.exists():  # not a temp dir
             metrics = json.loads(metrics_file.read_text())
             if metrics.get(metric) is not None:
                 scored.append((metrics[metric], metrics.get("epoch", 0), str(ckpt)))
@@ -709,7 +799,8 @@ def _best_checkpoint(root: str, trial_id: str, metric: str, mode: str) -> str | 
 
 
 _SPEC_FIELDS = ("mode", "base", "params", "metric", "metric_mode", "trials", "max_epochs", "grace_period",
-                "reduction_factor", "max_concurrent", "workers", "cpus_per_worker", "gpus_per_worker", "seeds")
+                "reduction_factor", "max_concurrent", "workers", "cpus_per_worker", "gpus_per_worker", "launcher",
+                "seeds")
 
 
 def spec_changes(spec: SweepSpec) -> dict[str, Any]:

@@ -434,6 +434,8 @@ BAD = [
     ("knn-every-skips-epochs", edit(_set("base.knn_every", 2)), False, "base.knn_every",
      "must be 1"),
     ("workers-zero", edit(_set("resources.workers", 0)), False, "resources.workers", "integer >= 1"),
+    ("launcher-unknown", edit(_set("resources.launcher", "ray")), False, "resources.launcher",
+     "must be one of auto, ray_train, got 'ray'"),
     ("cpus-zero", edit(_set("resources.cpus_per_worker", 0)), False, "resources.cpus_per_worker", "> 0"),
     ("gpus-on-cpu-device", edit(_both(_set("base.device", "cpu"), _set("resources.gpus_per_worker", 1))),
      False, "resources.gpus_per_worker", "base.device is cpu"),

@@ -209,14 +209,20 @@ def test_grid_runs_every_cell_and_seed(ray_runtime, tmp_path):
                     .replace("  temperature: {loguniform: [0.1, 0.5]}\n", "")
                     .replace("  key_momentum: {one_minus_log: [0.9, 0.99]}\n", "")
                     .replace("  enqueue: {choice: [both, first], when: {attraction_strategy: [leoclr, leoclr_random_original, attract_all]}}\n", "")
-                    .replace("max_epochs: 2", "max_epochs: 1")
+                    # a grid needs the objective only at the end: epoch 1 reports no kNN (Tune
+                    # must not insist on the metric in every result)
+                    .replace("  knn_k: 10\n", "  knn_k: 10\n  knn_every: 2\n")
                     .replace("seeds: [0]", "seeds: [0, 1]"))
     spec = spaces.load_space(str(path))
-    assert spec.total_trials() == 4
+    assert spec.total_trials() == 4 and spec.max_epochs == 2
     outcome = run_sweep(spec, name="grid", storage=str(tmp_path))
     cells = sorted((t["params"]["attraction_strategy"], t["seed"]) for t in outcome.trials)
     assert cells == [("leoclr", 0), ("leoclr", 1), ("moco_v2", 0), ("moco_v2", 1)]
-    assert all(t["status"] == "COMPLETED" and t["epochs"] == 1 for t in outcome.trials)
+    assert all(t["status"] == "COMPLETED" and t["epochs"] == 2 and t["knn_top1"] is not None
+               for t in outcome.trials)
+    for t in outcome.trials:
+        results = [json.loads(line) for line in Path(t["path"], "result.json").read_text().splitlines()]
+        assert [("knn_top1" in r) for r in results] == [False, True]
 
 
 def test_existing_name_and_missing_resume_are_refused(ray_runtime, tmp_path):
@@ -324,3 +330,21 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_runti
     client, _, runs = assert_runs_match_outcome(outcome.tracking["uri"], outcome)
     for t in diverged:
         assert "loss is not finite" in runs[t["trial_id"]].data.tags["failure_reason"]
+
+
+def test_prune_checkpoints_keeps_the_newest_and_the_best(tmp_path):
+    """In-trial runs keep what Ray Train's CheckpointConfig(num_to_keep, score) keeps."""
+    from leoclr_platform.sweep import prune_checkpoints
+
+    scores = {1: 30.0, 2: 50.0, 3: 40.0, 4: None, 5: 10.0}  # epoch 4: no kNN that epoch
+    for epoch, score in scores.items():
+        ckpt = tmp_path / f"epoch_{epoch:04d}"
+        ckpt.mkdir()
+        (ckpt / "checkpoint.pt").write_bytes(b"x")
+        (ckpt / "metrics.json").write_text(json.dumps({"epoch": epoch, "knn_top1": score}))
+    (tmp_path / ".tmp_epoch_0006_x").mkdir()  # a checkpoint being written is never touched
+    prune_checkpoints(tmp_path, "knn_top1", "max", keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp_epoch_0006_x", "epoch_0002", "epoch_0003",
+                                                          "epoch_0005"]
+    prune_checkpoints(tmp_path, "knn_top1", "min", keep=2)  # newest (5) + lowest of the rest (3)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["epoch_0003", "epoch_0005"]

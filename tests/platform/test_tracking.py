@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -183,15 +184,15 @@ def test_sweep_survives_a_tracking_server_outage_and_sync_replays_it(ray_runtime
             except Exception:  # noqa: BLE001 - keep polling
                 pass
             time.sleep(0.5)
-        server.stop()  # the store goes away while the trial trains on
         outage["down"] = time.time()
+        server.stop()  # the store goes away while the trial trains on
         time.sleep(20)
         server.start()
         outage["up"] = time.time()
 
     chaos = threading.Thread(target=kill_after_first_epoch_then_restart, daemon=True)
     chaos.start()
-    spec = smoke(trials=1, max_epochs=3, base={**spaces.load_space("smoke").base, "max_steps_per_epoch": 6})
+    spec = smoke(trials=1, max_epochs=4, base={**spaces.load_space("smoke").base, "max_steps_per_epoch": 6})
     outcome = run_sweep(spec, name="outage", storage=str(tmp_path / "runs"), tracking_uri=server.url)
     chaos.join(timeout=300)
     assert "up" in outage, "the server was never taken down"
@@ -201,8 +202,9 @@ def test_sweep_survives_a_tracking_server_outage_and_sync_replays_it(ray_runtime
     client, parent, runs = assert_runs_match_outcome(server.url, outcome)
     run = runs[row["trial_id"]]
     logged = client.get_metric_history(run.info.run_id, "loss")
-    assert any(outage["down"] * 1000 < m.timestamp < outage["up"] * 1000 for m in logged), \
-        "no epoch was trained during the outage"
+    # a metric's timestamp is the end of its epoch, in whole seconds (Tune's result timestamp)
+    assert any(outage["down"] - 1 < m.timestamp / 1000 < outage["up"] for m in logged), \
+        ("no epoch was trained during the outage", outage, [m.timestamp for m in logged])
     assert "model_uri" in run.data.tags
 
     # `leoclr sync` replays the same sweep from the files on disk into another store
@@ -220,7 +222,7 @@ def test_sweep_survives_a_tracking_server_outage_and_sync_replays_it(ray_runtime
     # and a second sync adds nothing (idempotent)
     sync_sweep("outage", storage=str(tmp_path / "runs"), tracking_uri=fresh, out=lambda *a: None)
     replay_client, _, again = tracked_runs(fresh, "outage")
-    assert metric_steps(replay_client, again[row["trial_id"]]) == [1, 2, 3]
+    assert metric_steps(replay_client, again[row["trial_id"]]) == [1, 2, 3, 4]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,33 +238,44 @@ def _in_this_runtime(pid: str) -> bool:
     return any(e.startswith(b"RAY_ADDRESS=") and e.endswith(f":{port}".encode()) for e in environ)
 
 
+# launcher -> (process title, actor class) of the process that runs the training loop
+TRAINING_PROCESS = {
+    "auto": ("ray::ImplicitFunc", "ImplicitFunc"),  # one worker: the Tune trial actor trains
+    "ray_train": ("ray::RayTrainWorker", "RayTrainWorker"),  # a Ray Train worker actor
+}
+
+
 @pytest.mark.slow
-def test_a_killed_train_worker_resumes_from_its_checkpoint_and_loses_nothing(ray_runtime, tmp_path, monkeypatch):
-    """SIGKILL the trial's Ray Train worker during epoch 2: Ray Train restarts it from the epoch-1
-    checkpoint; the final metrics equal an uninterrupted run of the same config (the loop resumes
-    bit-exactly) and the MLflow run has epochs 1, 2, 3 exactly once. A planted secret in the
-    environment (and in the results path) never reaches a logged param or tag."""
+@pytest.mark.parametrize("launcher", ["auto", "ray_train"])
+def test_a_killed_training_worker_resumes_from_its_checkpoint_and_loses_nothing(
+        ray_runtime, tmp_path, monkeypatch, launcher):
+    """SIGKILL the process that trains (the Tune trial actor for a one-worker trial, the Ray
+    Train worker with launcher: ray_train) during epoch 2: Tune, or Ray Train, restarts it from
+    the epoch-1 checkpoint; the final metrics equal an uninterrupted run of the same config (the
+    loop resumes bit-exactly) and the MLflow run has epochs 1, 2, 3 exactly once. A planted secret
+    in the environment (and in the results path) never reaches a logged param or tag."""
     from ray.util.state import list_actors
 
     from leoclr_platform.sweep import resolved_config, run_sweep
     from mlflow_checks import assert_runs_match_outcome
     from trainables.loop import train_fn_per_worker
 
+    title, actor_class = TRAINING_PROCESS[launcher]
     secret = "planted-s3cr3t-4c2f9"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     storage = tmp_path / f"runs-{secret}"
     # 16 steps per epoch (epochs of a second or two): room to kill the worker inside epoch 2
     base = {**spaces.load_space("smoke").base, "photo_patches": {"train_per_class": 32, "test_per_class": 4}}
-    spec = smoke(trials=1, max_epochs=3, base=base)
+    spec = smoke(trials=1, max_epochs=3, base=base, launcher=launcher)
     killed = {}
 
     def kill_worker_in_epoch_two():
         deadline = time.time() + 300
         while time.time() < deadline:
-            if list(storage.glob("*/train/trial_*/checkpoint_*/metrics.json")):  # epoch 1 is saved
+            if list(storage.glob("*/train/trial_*/*/metrics.json")):  # epoch 1 is saved
                 # the process itself (pgrep: no State API round trip under load); tests run one
-                # at a time, so the only Train worker alive is this trial's
-                pids = [pid for pid in subprocess.run(["pgrep", "-f", "^ray::RayTrainWorker"], capture_output=True,
+                # at a time, so the only training process alive is this trial's
+                pids = [pid for pid in subprocess.run(["pgrep", "-f", f"^{title}"], capture_output=True,
                                                       text=True).stdout.split() if _in_this_runtime(pid)]
                 if pids:
                     killed["pid"] = int(pids[0])
@@ -281,10 +294,18 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint_and_loses_nothing(ray
     import ray
 
     api = "http://" + ray._private.worker.get_dashboard_url()  # this runtime's, not another one's
-    workers = list_actors(address=api, filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
-    assert killed["pid"] in {w.pid for w in workers if w.state == "DEAD"}
-    # the trial went on in a new worker process, from the epoch-1 checkpoint
-    assert {w.pid for w in workers} - {killed["pid"]}
+    actors = list_actors(address=api, filters=[("class_name", "=", actor_class)], limit=1000)
+    assert killed["pid"] in {a.pid for a in actors if a.state == "DEAD"}
+    # the trial went on in a new process, from the epoch-1 checkpoint
+    assert {a.pid for a in actors} - {killed["pid"]}
+    from leoclr_platform.sweep import _latest_checkpoint
+
+    history = json.loads(Path(_latest_checkpoint(outcome.root, row["trial_id"]), "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    # resumed, not restarted: no epoch was reported to Tune twice
+    (result_file,) = Path(row["path"]).glob("result.json")
+    reported = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines() if line.strip()]
+    assert len(reported) == len(set(reported)) and reported[-1] == 3, reported
 
     # the same config trained without interruption, in this process
     reports = []
