@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
 
+from test_loop import TINY as LOOP_TINY
 from trainables.config import TrainConfig
 from trainables.data import DevicePrefetcher, TensorImageDataset, iterate_batches
 from trainables.loop import Trainer, ddp_options
@@ -33,17 +34,7 @@ from trainables.models import (
     make_key_encoder,
 )
 
-TINY = dict(
-    dataset="photo_patches",
-    photo_patches={"train_per_class": 8, "test_per_class": 4},
-    image_size=16,
-    backbone="small_cnn",
-    batch_size=32,
-    queue_size=64,
-    epochs=1,
-    knn_k=10,
-    bn_splits=2,
-)
+TINY = {**LOOP_TINY, "epochs": 1}  # test_loop's tiny photo_patches config
 
 
 @pytest.fixture(autouse=True)
