@@ -74,6 +74,7 @@ class TrainConfig:
     knn_k: int = 200
     knn_temperature: float = 0.1
     knn_every: int = 1  # epochs between kNN evaluations (always at the last epoch)
+    knn_epochs: tuple[int, ...] = ()  # more epochs with a kNN evaluation (a search adds ASHA's rungs)
     knn_at_start: bool = False  # also measure the random-init encoder (epoch 0)
     finite_check_every: int = 20  # steps between host syncs that check the loss is finite
     # ---- runtime ---------------------------------------------------------------------------
@@ -111,6 +112,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["crop_scale"] = list(self.crop_scale)
+        d["knn_epochs"] = list(self.knn_epochs)
         return d
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -158,6 +160,8 @@ class TrainConfig:
                     "checkpoint_every", "finite_check_every"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be >= 1")
+        if any(e < 1 for e in self.knn_epochs):
+            raise bad("knn_epochs", "must be epoch numbers >= 1")
         for key in ("bn_splits", "loader_workers"):
             if getattr(self, key) < 0:
                 raise bad(key, "must be >= 0")
@@ -244,6 +248,10 @@ def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
             return value
         note = " (YAML reads on/off/yes/no as true/false: quote the value)" if isinstance(value, bool) else ""
         raise ConfigError(f"{where}: expected a string, got {type(value).__name__}{note}")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_coerce(source, key, v, args[0]) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} numbers")

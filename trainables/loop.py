@@ -451,7 +451,7 @@ class Trainer:
                 metrics = self.train_epoch()
                 self.epoch += 1
                 self.sync_bn_statistics()
-                if self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs:
+                if self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs or self.epoch in cfg.knn_epochs:
                     knn_start = time.perf_counter()
                     metrics.update(self.knn_eval())
                     metrics["knn_time_s"] = time.perf_counter() - knn_start

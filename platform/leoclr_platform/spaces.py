@@ -459,10 +459,7 @@ def validate_space(spec: SweepSpec, *, check_data: bool = True) -> None:
     # ---- how trials run ----------------------------------------------------------------------
     fixed = spec.fixed_values()
     searched = {p.name for p in spec.params}
-    if spec.mode == "search" and spec.metric.startswith("knn") and "knn_every" not in searched \
-            and fixed["knn_every"] != 1:
-        fail("base.knn_every", f"must be 1 when the objective is {spec.metric}: Optuna and ASHA "
-                               "need the objective in every epoch's report")
+    # knn_every > 1 in a search: the trials evaluate kNN at ASHA's rung epochs too (trial_config)
     if spec.mode == "search" and "knn_every" in searched and spec.metric.startswith("knn"):
         fail("space.knn_every", f"cannot be searched when the objective is {spec.metric}")
     device = fixed.get("device")
@@ -749,6 +746,17 @@ def _check_data(spec: SweepSpec, fail) -> None:
 # ---------------------------------------------------------------------------------------------
 # Turning a spec into trials
 # ---------------------------------------------------------------------------------------------
+def asha_rungs(spec: SweepSpec) -> list[int]:
+    """The epochs at which the sweep's ASHAScheduler judges trials, computed as Ray's
+    AsyncHyperBandScheduler does for its one bracket (max_t = max_epochs + 1, see sweep._fit):
+    milestones grace * rf**k for k < int(log(max_t / grace) / log(rf) + 1), each reached at the
+    first epoch >= it; those past max_epochs are never reached."""
+    max_t = spec.max_epochs + 1
+    count = int(math.log(max_t / spec.grace_period) / math.log(spec.reduction_factor) + 1)
+    milestones = (spec.grace_period * spec.reduction_factor ** k for k in range(count))
+    return sorted({math.ceil(m) for m in milestones if math.ceil(m) <= spec.max_epochs})
+
+
 def trial_config(spec: SweepSpec, sampled: Mapping[str, Any], seed: int | None = None) -> TrainConfig:
     """base + sampled + epochs=max_epochs + seed -> a validated TrainConfig.
 
@@ -762,6 +770,12 @@ def trial_config(spec: SweepSpec, sampled: Mapping[str, Any], seed: int | None =
     if seed is not None:
         values["seed"] = seed
     values.setdefault("seed", spec.seeds[0])
+    if spec.mode == "search" and spec.metric.startswith("knn") and values.get("knn_every", 1) != 1:
+        # ASHA judges a trial at the first result with the objective at or past each rung, and
+        # Optuna records the objective of every epoch that has it: evaluate exactly at the rungs
+        extra = values.get("knn_epochs") or []
+        if isinstance(extra, (list, tuple)):
+            values["knn_epochs"] = sorted({*extra, *asha_rungs(spec)})
     try:
         return TrainConfig.from_dict(values, source=spec.label)
     except ConfigError as exc:
@@ -898,6 +912,10 @@ def describe(spec: SweepSpec) -> str:
         lines.append(f"budget: {spec.trials} trials (TPE, sampler seed {spec.sampler_seed}) x up to "
                      f"{spec.max_epochs} epochs; ASHA grace {spec.grace_period}, "
                      f"reduction factor {_fmt(spec.reduction_factor)}")
+        knn_every = spec.fixed_values().get("knn_every", 1)
+        if spec.metric.startswith("knn") and knn_every != 1:
+            lines.append(f"kNN monitor: every {knn_every} epochs, at the ASHA rungs {asha_rungs(spec)} "
+                         f"and at epoch {spec.max_epochs}")
     else:
         cells = len(spec.cells())
         ignored = f" (budget.trials={spec.trials} ignored)" if spec.trials is not None else ""

@@ -47,6 +47,7 @@ from leoclr_platform.spaces import (
 SWEEP_META = "sweep.json"
 TRAIN_DIR = "train"
 STUDY_FILE = "optuna.db"
+STRICT_METRIC_ENV = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
 
 
 class SweepError(RuntimeError):
@@ -660,12 +661,24 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
                                           # group) is only released when its owner dies
                                           reuse_actors=False)
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    # a search with knn_every > 1 reports the objective only at ASHA's rungs, the knn_every
+    # multiples and the last epoch (trial_config): Tune must not insist on it in every result
+    sparse_objective = spec.mode == "search" and spec.fixed_values().get("knn_every", 1) != 1
+    strict_before = os.environ.get(STRICT_METRIC_ENV)
+    if sparse_objective:
+        os.environ[STRICT_METRIC_ENV] = "1"
     try:
         results = tuner.fit()
     except BaseException:
         if tracker is not None:  # the parent run says the sweep stopped; --resume reopens it
             tracker.close("KILLED", timeout=30)
         raise
+    finally:
+        if sparse_objective:
+            if strict_before is None:
+                os.environ.pop(STRICT_METRIC_ENV, None)
+            else:
+                os.environ[STRICT_METRIC_ENV] = strict_before
     if spec.mode == "search":
         fail_zombie_trials(rdb, name)
     outcome = summarize(spec, name, root, results)

@@ -431,8 +431,8 @@ BAD = [
      "must be <= budget.max_epochs (2)"),
     ("epochs-disagree", edit(_set("base.epochs", 3)), False, "budget.max_epochs",
      "disagrees with base.epochs"),
-    ("knn-every-skips-epochs", edit(_set("base.knn_every", 2)), False, "base.knn_every",
-     "must be 1"),
+    ("knn-every-searched", edit(_set("space.knn_every", {"choice": [1, 2]})), False, "space.knn_every",
+     "cannot be searched when the objective is knn_top1"),
     ("workers-zero", edit(_set("resources.workers", 0)), False, "resources.workers", "integer >= 1"),
     ("launcher-unknown", edit(_set("resources.launcher", "ray")), False, "resources.launcher",
      "must be one of auto, ray_train, got 'ray'"),
@@ -480,3 +480,34 @@ def test_the_readme_example_is_a_valid_space(tmp_path):
     spec = load_space(write(tmp_path, block, "demo.yaml"))
     assert [p.name for p in spec.params][:2] == ["attraction_strategy", "temperature"]
     assert spec.param("queue_size").when == {"mechanism": ["momentum"]}
+
+
+@pytest.mark.parametrize("max_epochs, grace, rf", [(2, 1, 2), (3, 2, 2), (10, 1, 3), (200, 20, 3), (30, 2, 2.5),
+                                                   (9, 3, 3), (8, 1, 2)])
+def test_asha_rungs_are_the_epochs_rays_scheduler_judges_at(max_epochs, grace, rf):
+    """asha_rungs() against Ray's own AsyncHyperBandScheduler, configured as sweep._fit does."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    spec = dataclasses.replace(S.load_space("smoke"), max_epochs=max_epochs, grace_period=grace,
+                               reduction_factor=rf)
+    scheduler = ASHAScheduler(time_attr="epoch", metric="knn_top1", mode="max", max_t=max_epochs + 1,
+                              grace_period=grace, reduction_factor=rf)
+    (bracket,) = scheduler._brackets
+    # the first whole epoch at or past each milestone, if a trial can reach it
+    expected = sorted({next(e for e in range(1, max_epochs + 2) if e >= m) for m, _ in bracket._rungs} - {max_epochs + 1})
+    assert S.asha_rungs(spec) == expected
+    if (max_epochs, grace, rf) == (200, 20, 3):
+        assert expected == [20, 60, 180]  # hand computation: 20 * 3**k below 201
+
+
+def test_a_search_with_knn_every_evaluates_at_the_rungs_and_the_last_epoch():
+    spec = dataclasses.replace(S.load_space("smoke"), max_epochs=12, grace_period=2, reduction_factor=2,
+                               base={**S.load_space("smoke").base, "knn_every": 5})
+    S.validate_space(spec)
+    cfg = S.trial_config(spec, {"attraction_strategy": "moco_v2", "temperature": 0.2, "key_momentum": 0.99})
+    assert cfg.knn_epochs == (2, 4, 8)  # rungs 2, 4, 8 (16 is past the last epoch)
+    evaluated = [e for e in range(1, 13) if e % cfg.knn_every == 0 or e == cfg.epochs or e in cfg.knn_epochs]
+    assert evaluated == [2, 4, 5, 8, 10, 12]
+    grid = dataclasses.replace(spec, mode="grid", params=[S.ParamSpec("attraction_strategy", "grid",
+                                                                           ["moco_v2", "leoclr"])])
+    assert S.trial_config(grid, {"attraction_strategy": "leoclr"}).knn_epochs == ()  # nothing to judge

@@ -225,6 +225,23 @@ def test_grid_runs_every_cell_and_seed(ray_runtime, tmp_path):
         assert [("knn_top1" in r) for r in results] == [False, True]
 
 
+def test_a_search_with_knn_every_runs_knn_at_the_asha_rungs_only(ray_runtime, tmp_path):
+    """knn_every: 3 over 3 epochs with grace 2: kNN at the rung (2) and the end (3), not at epoch 1;
+    Tune accepts the results without the objective, ASHA and Optuna use the ones with it."""
+    spec = smoke(trials=2, max_epochs=3, grace_period=2, base={**spaces.load_space("smoke").base, "knn_every": 3})
+    outcome = run_sweep(spec, name="sparse", storage=str(tmp_path))
+    assert outcome.errors == 0 and len(outcome.trials) == 2
+    for t in outcome.trials:
+        results = [json.loads(line) for line in Path(t["path"], "result.json").read_text().splitlines()]
+        assert [r["epoch"] for r in results if "knn_top1" in r] == [e for e in (2, 3) if e <= t["epochs"]]
+        assert t["knn_top1"] is not None and t["epochs"] >= 2  # ASHA never stops before its first rung
+    finished = [t for t in study_trials(tmp_path / "sparse", "sparse") if t.state.name == "COMPLETE"]
+    assert len(finished) == 2 and all(t.value is not None for t in finished)
+    import os
+
+    assert "TUNE_DISABLE_STRICT_METRIC_CHECKING" not in os.environ  # restored after the sweep
+
+
 def test_existing_name_and_missing_resume_are_refused(ray_runtime, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "sweep.json").write_text("{}")
