@@ -768,7 +768,13 @@ def summarize(spec: SweepSpec, name: str, root: str, results) -> SweepOutcome:
                "params": sampled, "seed": seed,
                "error": _error_line(r.error), "path": r.path}
         rows.append(row)
-        if value is not None and not r.error and (best is None or sign * value > sign * best[spec.metric]):
+    # the best trial: among those that ran every epoch, if any (a trial ASHA stopped early reports
+    # an earlier epoch's value, not comparable with a finished one's; in benchmarks/
+    # search_efficiency.py's replays 15 % of sweeps would otherwise have named a stopped trial)
+    finished = [r for r in rows if r["status"] == "COMPLETED" and r[spec.metric] is not None]
+    candidates = finished or [r for r in rows if r["status"] != "ERROR" and r[spec.metric] is not None]
+    for row in candidates:
+        if best is None or sign * row[spec.metric] > sign * best[spec.metric]:
             best = dict(row)
     if best is not None:
         best["checkpoint"] = _best_checkpoint(root, best["trial_id"], spec.metric, spec.metric_mode)
@@ -812,7 +818,7 @@ def _best_checkpoint(root: str, trial_id: str, metric: str, mode: str) -> str | 
 
 
 _SPEC_FIELDS = ("mode", "base", "params", "metric", "metric_mode", "trials", "max_epochs", "grace_period",
-                "reduction_factor", "max_concurrent", "workers", "cpus_per_worker", "gpus_per_worker", "launcher",
+                "reduction_factor", "startup_trials", "max_concurrent", "workers", "cpus_per_worker", "gpus_per_worker", "launcher",
                 "seeds")
 
 

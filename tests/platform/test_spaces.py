@@ -433,6 +433,8 @@ BAD = [
      "disagrees with base.epochs"),
     ("knn-every-searched", edit(_set("space.knn_every", {"choice": [1, 2]})), False, "space.knn_every",
      "cannot be searched when the objective is knn_top1"),
+    ("startup-trials-zero", edit(_set("budget.startup_trials", 0)), False, "budget.startup_trials",
+     "must be an integer >= 1, got 0"),
     ("workers-zero", edit(_set("resources.workers", 0)), False, "resources.workers", "integer >= 1"),
     ("launcher-unknown", edit(_set("resources.launcher", "ray")), False, "resources.launcher",
      "must be one of auto, ray_train, got 'ray'"),
@@ -511,3 +513,11 @@ def test_a_search_with_knn_every_evaluates_at_the_rungs_and_the_last_epoch():
     grid = dataclasses.replace(spec, mode="grid", params=[S.ParamSpec("attraction_strategy", "grid",
                                                                            ["moco_v2", "leoclr"])])
     assert S.trial_config(grid, {"attraction_strategy": "leoclr"}).knn_epochs == ()  # nothing to judge
+
+
+def test_the_sampler_is_multivariate_tpe_with_the_budget_s_startup_trials():
+    spec = dataclasses.replace(S.load_space("smoke"), startup_trials=5)
+    sampler = S.make_sampler(spec)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert sampler._n_startup_trials == 5 and sampler._multivariate is True
+    assert S.make_sampler(S.load_space("smoke"))._n_startup_trials == 10  # Optuna's own default

@@ -365,3 +365,27 @@ def test_prune_checkpoints_keeps_the_newest_and_the_best(tmp_path):
                                                           "epoch_0005"]
     prune_checkpoints(tmp_path, "knn_top1", "min", keep=2)  # newest (5) + lowest of the rest (3)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["epoch_0003", "epoch_0005"]
+
+
+def test_the_best_trial_is_one_that_ran_every_epoch(tmp_path):
+    """A trial ASHA stopped after epoch 1 may report a higher kNN than the finished ones (an
+    earlier epoch's value): the sweep's best is the best finished trial; with no finished trial,
+    the best stopped one."""
+    from types import SimpleNamespace
+
+    from leoclr_platform.sweep import summarize
+
+    spec = smoke(max_epochs=2)
+
+    def result(trial_id, epoch, knn, error=None):
+        return SimpleNamespace(config={"attraction_strategy": "moco_v2", "temperature": 0.2, "key_momentum": 0.99},
+                               metrics={"trial_id": trial_id, "epoch": epoch, "knn_top1": knn}, error=error,
+                               path=str(tmp_path / trial_id))
+
+    results = [result("stopped", 1, 60.0), result("done_lo", 2, 40.0), result("done_hi", 2, 45.0),
+               result("failed", 2, 99.0, error=RuntimeError("x"))]
+    outcome = summarize(spec, "s", str(tmp_path), results)
+    assert [t["status"] for t in outcome.trials] == ["STOPPED", "COMPLETED", "COMPLETED", "ERROR"]
+    assert outcome.best["trial_id"] == "done_hi" and outcome.best["knn_top1"] == 45.0
+    only_stopped = summarize(spec, "s", str(tmp_path), [result("a", 1, 30.0), result("b", 1, 35.0)])
+    assert only_stopped.best["trial_id"] == "b"
