@@ -82,8 +82,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "platform"))
+
+from machine import cpu_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TABLE = RESULTS / "search_table.json"
@@ -131,15 +134,8 @@ def cell_key(cell: dict) -> str:
 def machine_info() -> dict:
     import torch
 
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__,
+    model = cpu_model()
+    return {"cpu": model, "cores": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "platform": platform.platform(), "note": "shared 2-core machine: other jobs ran meanwhile; "
             "CPU seconds (process_time) are what is charged, not wall time"}

@@ -74,8 +74,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "platform"))
+
+from machine import cpu_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 EVENTS_DIR = "_overhead"
@@ -629,16 +632,9 @@ def grid_end_spec(spec):
 
 # =============================================================================================
 def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    return (f"{model or platform.processor()}, {os.cpu_count()} cores (shared: load average {load[0]:.1f} at start), "
+    return (f"{model}, {os.cpu_count()} cores (shared: load average {load[0]:.1f} at start), "
             f"Linux {platform.release()}, Python {platform.python_version()}")
 
 
