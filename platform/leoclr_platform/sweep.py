@@ -190,14 +190,12 @@ DIVERGED_MARKER = "diverged.txt"
 
 
 def prune_checkpoints(run_dir: Path, metric: str, mode: str, keep: int) -> None:
-    """Keep the newest checkpoint of a run plus its best-scoring others, `keep` in all (what Ray
-    Train's CheckpointConfig(num_to_keep, checkpoint_score_attribute) keeps for Train runs).
-    Checkpoints without the metric score last."""
+    """Keep a run's `keep` best-scoring checkpoints plus its newest one, as Ray Train's
+    CheckpointConfig(num_to_keep, checkpoint_score_attribute) does for Train runs.
+    Checkpoints without the metric score last; ties keep the newer one."""
     from trainables.loop import checkpoints_newest_first
 
     found = checkpoints_newest_first(run_dir)
-    if len(found) <= keep:
-        return
     sign = 1 if mode == "max" else -1
 
     def score(ckpt: Path) -> float:
@@ -207,10 +205,10 @@ def prune_checkpoints(run_dir: Path, metric: str, mode: str, keep: int) -> None:
             value = None
         return sign * value if isinstance(value, (int, float)) else float("-inf")
 
-    newest, older = found[0], found[1:]
-    ranked = sorted(older, key=score, reverse=True)  # stable: ties keep the newer one
-    for ckpt in ranked[max(keep - 1, 0):]:
-        shutil.rmtree(ckpt, ignore_errors=True)
+    kept = set(sorted(found, key=score, reverse=True)[:keep]) | set(found[:1])  # stable: newer first
+    for ckpt in found:
+        if ckpt not in kept:
+            shutil.rmtree(ckpt, ignore_errors=True)
 
 
 def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
@@ -231,13 +229,17 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
     marker = run_dir / DIVERGED_MARKER
     if marker.exists():
         raise TrialDiverged(marker.read_text())
+    for partial in run_dir.glob(".tmp_epoch_*"):  # a save cut by a kill or an ASHA stop
+        shutil.rmtree(partial, ignore_errors=True)
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         if checkpoint_dir:
             prune_checkpoints(run_dir, spec.metric, spec.metric_mode, sweep.keep_checkpoints)
         ray.tune.report(metrics)
 
-    has_checkpoint = any(c.is_dir() and not c.name.startswith(".") for c in run_dir.iterdir())
+    from trainables.loop import checkpoints_newest_first
+
+    has_checkpoint = bool(checkpoints_newest_first(run_dir))
     try:
         loop(cfg, report, resume_from=[str(run_dir)] if has_checkpoint else None,
              checkpoint_dir=str(run_dir), keep_checkpoints=None)
@@ -494,7 +496,7 @@ def run_sweep(
             raise SweepError("--resume needs the sweep name")
         root = os.path.join(root_base, name)
         meta = _read_meta(root)
-        spec = spec_from_meta(meta)
+        spec = resumed_spec(meta)
         study_storage = study_storage or meta.get("study_storage_arg")
         tracking_uri = tracking_uri or meta.get("tracking_uri")
         experiment = experiment or meta.get("experiment")
@@ -544,6 +546,7 @@ def run_sweep(
                 "space_path": str(spec.path) if spec.path else None, "space_text": spec.text,
                 "spec_changes": spec_changes(spec), "study_name": name, "study_storage": study_url,
                 "study_storage_arg": study_storage, "tracking_uri": uri, "experiment": experiment,
+                "launcher": "ray_train" if uses_ray_train(spec, root) else "in_trial",
                 "created": time.time()}
         _write_meta(root, meta)
 
@@ -661,9 +664,11 @@ def _fit(spec: SweepSpec, name: str, root: str, rdb, concurrency: int, *, resume
                                           # group) is only released when its owner dies
                                           reuse_actors=False)
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    # a search with knn_every > 1 reports the objective only at ASHA's rungs, the knn_every
-    # multiples and the last epoch (trial_config): Tune must not insist on it in every result
-    sparse_objective = spec.mode == "search" and spec.fixed_values().get("knn_every", 1) != 1
+    # with knn_every > 1 a search reports the objective only at ASHA's rungs, the knn_every
+    # multiples and the last epoch (trial_config), a grid only at those multiples and the end:
+    # Tune must not insist on it in every result (a grid restored from before the grid's
+    # TuneConfig lost its metric still carries one)
+    sparse_objective = spec.fixed_values().get("knn_every", 1) != 1
     strict_before = os.environ.get(STRICT_METRIC_ENV)
     if sparse_objective:
         os.environ[STRICT_METRIC_ENV] = "1"
@@ -777,7 +782,9 @@ def summarize(spec: SweepSpec, name: str, root: str, results) -> SweepOutcome:
         if best is None or sign * row[spec.metric] > sign * best[spec.metric]:
             best = dict(row)
     if best is not None:
-        best["checkpoint"] = _best_checkpoint(root, best["trial_id"], spec.metric, spec.metric_mode)
+        # the checkpoint of the value reported above (the trial's last epoch), which is also
+        # the encoder the tracking logs for it (not the trial's best-scoring epoch)
+        best["checkpoint"] = _latest_checkpoint(root, best["trial_id"])
     outcome = SweepOutcome(name=name, root=root, best=best, trials=rows,
                            errors=sum(r["status"] == "ERROR" for r in rows))
     if not _is_uri(root):
@@ -797,24 +804,6 @@ def _trial_id_from_path(path: str) -> str:
     """Tune names trial folders `<trainable>_<trial id>_<index>_<params>_<time>`."""
     match = re.search(r"_([0-9a-f]{5,8}(?:_[0-9]{5})?)_\d+_", os.path.basename(path))
     return match.group(1) if match else os.path.basename(path)
-
-
-def _best_checkpoint(root: str, trial_id: str, metric: str, mode: str) -> str | None:
-    """The kept checkpoint of a trial with the best objective (each holds its metrics.json)."""
-    run = Path(root) / TRAIN_DIR / f"trial_{trial_id}"
-    if not run.is_dir():
-        return None
-    scored = []
-    for ckpt in run.iterdir():
-        metrics_file = ckpt / "metrics.json"
-        if ckpt.is_dir() and not ckpt.name.startswith(".") and metrics_file.exists():  # not a temp dir
-            metrics = json.loads(metrics_file.read_text())
-            if metrics.get(metric) is not None:
-                scored.append((metrics[metric], metrics.get("epoch", 0), str(ckpt)))
-    if not scored:
-        return None
-    pick = max if mode == "max" else min
-    return pick(scored, key=lambda t: (t[0], t[1]))[2]
 
 
 _SPEC_FIELDS = ("mode", "base", "params", "metric", "metric_mode", "trials", "max_epochs", "grace_period",
@@ -843,6 +832,16 @@ def spec_from_meta(meta: dict[str, Any]) -> SweepSpec:
     if "params" in changes:
         changes["params"] = [ParamSpec(**p) for p in changes["params"]]
     return dataclasses.replace(spec, path=Path(meta["space_path"]) if meta.get("space_path") else None, **changes)
+
+
+def resumed_spec(meta: dict[str, Any]) -> SweepSpec:
+    """The spec a resumed sweep goes on with. A sweep started before one-worker trials could
+    train in the trial itself (its sweep.json has no "launcher") goes on with Ray Train: its
+    restored trials hold a Train driver's resources ({"CPU": 0}) and no Tune retries."""
+    spec = spec_from_meta(meta)
+    if "launcher" not in meta:
+        spec = dataclasses.replace(spec, launcher="ray_train")
+    return spec
 
 
 def _write_meta(root: str, meta: dict[str, Any]) -> None:

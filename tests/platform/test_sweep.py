@@ -349,8 +349,9 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_runti
         assert "loss is not finite" in runs[t["trial_id"]].data.tags["failure_reason"]
 
 
-def test_prune_checkpoints_keeps_the_newest_and_the_best(tmp_path):
-    """In-trial runs keep what Ray Train's CheckpointConfig(num_to_keep, score) keeps."""
+def test_prune_checkpoints_keeps_the_best_and_the_newest(tmp_path):
+    """In-trial runs keep what Ray Train's CheckpointConfig(num_to_keep, score) keeps: the
+    num_to_keep best-scoring checkpoints, plus the newest."""
     from leoclr_platform.sweep import prune_checkpoints
 
     scores = {1: 30.0, 2: 50.0, 3: 40.0, 4: None, 5: 10.0}  # epoch 4: no kNN that epoch
@@ -360,11 +361,11 @@ def test_prune_checkpoints_keeps_the_newest_and_the_best(tmp_path):
         (ckpt / "checkpoint.pt").write_bytes(b"x")
         (ckpt / "metrics.json").write_text(json.dumps({"epoch": epoch, "knn_top1": score}))
     (tmp_path / ".tmp_epoch_0006_x").mkdir()  # a checkpoint being written is never touched
-    prune_checkpoints(tmp_path, "knn_top1", "max", keep=3)
+    prune_checkpoints(tmp_path, "knn_top1", "max", keep=2)  # best: 2 (50), 3 (40); newest: 5
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp_epoch_0006_x", "epoch_0002", "epoch_0003",
                                                           "epoch_0005"]
-    prune_checkpoints(tmp_path, "knn_top1", "min", keep=2)  # newest (5) + lowest of the rest (3)
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["epoch_0003", "epoch_0005"]
+    prune_checkpoints(tmp_path, "knn_top1", "min", keep=1)  # lowest: 5 (10), also the newest
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["epoch_0005"]
 
 
 def test_the_best_trial_is_one_that_ran_every_epoch(tmp_path):
@@ -389,3 +390,13 @@ def test_the_best_trial_is_one_that_ran_every_epoch(tmp_path):
     assert outcome.best["trial_id"] == "done_hi" and outcome.best["knn_top1"] == 45.0
     only_stopped = summarize(spec, "s", str(tmp_path), [result("a", 1, 30.0), result("b", 1, 35.0)])
     assert only_stopped.best["trial_id"] == "b"
+
+
+def test_a_sweep_started_before_in_trial_runs_resumes_with_ray_train():
+    from leoclr_platform.sweep import resumed_spec, uses_ray_train
+
+    spec = smoke()
+    meta = {"space_text": spec.text, "space_source": spec.label, "spec_changes": {}}
+    assert resumed_spec(meta).launcher == "ray_train"  # old sweep.json: no "launcher"
+    assert resumed_spec({**meta, "launcher": "in_trial"}).launcher == "auto"
+    assert not uses_ray_train(spec, "/tmp/runs/x") and uses_ray_train(spec, "s3://bucket/runs/x")
