@@ -196,6 +196,12 @@ class SweepSpec:
         return self.source or (str(self.path) if self.path else f"{self.name}.yaml")
 
     @property
+    def needs_ray_train(self) -> bool:
+        """Several workers (DDP) or `launcher: ray_train`; else a trial may train in its Tune
+        trial (sweep.uses_ray_train adds the storage rule)."""
+        return self.workers > 1 or self.launcher == "ray_train"
+
+    @property
     def sampler_seed(self) -> int:
         """The TPE sampler seed (and, in search mode, every trial's training seed)."""
         return self.seeds[0]
@@ -935,7 +941,7 @@ def describe(spec: SweepSpec) -> str:
         lines.append(f"budget: {cells} cells x {len(spec.seeds)} seeds = {spec.total_trials()} "
                      f"trials x {spec.max_epochs} epochs, no early stopping{ignored}")
     lines.append(f"max concurrent trials: {spec.max_concurrent if spec.max_concurrent else 'auto (cluster)'}")
-    launcher = ("Ray Train (DDP)" if spec.workers > 1 or spec.launcher == "ray_train"
+    launcher = ("Ray Train (DDP)" if spec.needs_ray_train
                 else "in the Tune trial (local storage) or Ray Train (URI storage)")
     lines.append(f"resources per trial: {spec.workers} worker(s) x ({_fmt(spec.cpus_per_worker)} CPU, "
                  f"{_fmt(spec.gpus_per_worker)} GPU), trained {launcher}")

@@ -83,7 +83,7 @@ def uses_ray_train(spec: SweepSpec, root: str) -> bool:
     otherwise runs the same loop inside its Tune trial actor: no Train controller, placement
     group, worker actor or process group to create, which took 20-40 s per trial on a 2-core
     machine (docs/performance-sweeps.md); worker faults are then retried by Tune."""
-    return spec.workers > 1 or spec.launcher == "ray_train" or _is_uri(root)
+    return spec.needs_ray_train or _is_uri(root)
 
 
 def default_storage() -> Path:
@@ -220,7 +220,7 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
     a retry fails at once instead of training into the same divergence again."""
     import ray.tune
 
-    from trainables.loop import DivergenceError
+    from trainables.loop import DivergenceError, checkpoints_newest_first
     from trainables.loop import train_fn_per_worker as loop
 
     spec = sweep.spec
@@ -236,8 +236,6 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
         if checkpoint_dir:
             prune_checkpoints(run_dir, spec.metric, spec.metric_mode, sweep.keep_checkpoints)
         ray.tune.report(metrics)
-
-    from trainables.loop import checkpoints_newest_first
 
     has_checkpoint = bool(checkpoints_newest_first(run_dir))
     try:
@@ -739,17 +737,13 @@ def disk_history(root: str, trial_id: str) -> dict[int, dict[str, Any]]:
 
 def _latest_checkpoint(root: str, trial_id: str) -> str | None:
     """The trial's checkpoint with the highest epoch (the final encoder of a finished trial)."""
+    from trainables.loop import checkpoints_newest_first
+
     run = Path(root) / TRAIN_DIR / f"trial_{trial_id}"
     if _is_uri(root) or not run.is_dir():
         return None
-    best = None
-    for ckpt in run.iterdir():
-        metrics_file = ckpt / "metrics.json"
-        if ckpt.is_dir() and not ckpt.name.startswith(".") and metrics_file.exists():  # not a temp dir
-            epoch = json.loads(metrics_file.read_text()).get("epoch", 0)
-            if best is None or epoch > best[0]:
-                best = (epoch, str(ckpt))
-    return best[1] if best else None
+    found = checkpoints_newest_first(run)  # temp dirs and folders without checkpoint.pt skipped
+    return str(found[0]) if found else None
 
 
 def summarize(spec: SweepSpec, name: str, root: str, results) -> SweepOutcome:
@@ -807,8 +801,8 @@ def _trial_id_from_path(path: str) -> str:
 
 
 _SPEC_FIELDS = ("mode", "base", "params", "metric", "metric_mode", "trials", "max_epochs", "grace_period",
-                "reduction_factor", "startup_trials", "max_concurrent", "workers", "cpus_per_worker", "gpus_per_worker", "launcher",
-                "seeds")
+                "reduction_factor", "startup_trials", "max_concurrent", "workers", "cpus_per_worker",
+                "gpus_per_worker", "launcher", "seeds")
 
 
 def spec_changes(spec: SweepSpec) -> dict[str, Any]:
