@@ -4,7 +4,7 @@ A `TrainConfig` is what one trial trains. It is flat on purpose: every key is a 
 (`attraction_strategy`, `key_momentum`, `temperature`, `queue_size`, ...) that appears unchanged
 in `--set key=value` overrides, in search-space YAML files and as an MLflow parameter.
 
-Defaults follow SPEC.md: MoCo-v2 / LeOCLR on small images (the official MoCo CIFAR-10 demo's
+Defaults follow docs/method.md: MoCo-v2 / LeOCLR on small images (the official MoCo CIFAR-10 demo's
 settings where the paper leaves a choice open), scaled so a CPU run shows a learning signal.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import types
 import typing
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from trainables.validation import InputError, did_you_mean, is_int, is_number
 
 ATTRACTION_STRATEGIES = ("moco_v2", "leoclr", "leoclr_random_original", "attract_all")
 MECHANISMS = ("momentum", "end_to_end")
@@ -31,8 +32,9 @@ ENQUEUE = ("both", "first")
 DATASETS = ("photo_patches", "digits", "cifar10", "cifar100", "stl10", "imagefolder", "parquet")
 
 
-class ConfigError(ValueError):
-    """A bad configuration value. The message names the source, the key, the value and why."""
+class ConfigError(InputError):
+    """A bad configuration value. Fields: source (file or --set), key, value, reason; the message
+    is ``<source>: <key>=<value>: <reason>``."""
 
 
 @dataclass
@@ -55,7 +57,7 @@ class TrainConfig:
     embedding_dim: int = 128
     bn_splits: int = 0  # SplitBatchNorm groups for single-process runs; 0 = auto (8 if 1 worker)
     shuffle_bn: bool = True  # shuffle key batches across workers (or splits) before f_k
-    # ---- method (SPEC.md) ------------------------------------------------------------------
+    # ---- method (docs/method.md) -----------------------------------------------------------
     attraction_strategy: str = "leoclr"
     mechanism: str = "momentum"  # momentum (queue + key encoder) or end_to_end (NT-Xent)
     symmetric: bool = False  # moco_v2 only: also l(q2, k1)
@@ -91,12 +93,13 @@ class TrainConfig:
     def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> "TrainConfig":
         """Build and validate a config; `source` (a file name) prefixes every error message."""
         if not isinstance(values, Mapping):
-            raise ConfigError(f"{source}: expected a mapping of keys to values, got {type(values).__name__}")
+            raise ConfigError(f"expected a mapping of keys to values, got {type(values).__name__}",
+                              source=source)
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
-            hints = [f"{k!r}{_did_you_mean(k, known)}" for k in unknown]
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(hints)}")
+            hints = [f"{k!r}{did_you_mean(k, known)}" for k in unknown]
+            raise ConfigError(f"unknown key(s) {', '.join(hints)}", source=source)
         hints_by_name = typing.get_type_hints(cls)
         coerced = {k: _coerce(source, k, v, hints_by_name[k]) for k, v in values.items()}
         cfg = cls(**coerced)
@@ -132,7 +135,7 @@ class TrainConfig:
 
     def validate(self, source: str = "config") -> None:
         def bad(key: str, reason: str) -> ConfigError:
-            return ConfigError(f"{source}: {key}={getattr(self, key)!r}: {reason}")
+            return ConfigError(reason, source=source, key=key, value=getattr(self, key))
 
         for key, allowed in (
             ("attraction_strategy", ATTRACTION_STRATEGIES),
@@ -148,11 +151,11 @@ class TrainConfig:
         ):
             value = getattr(self, key)
             if value not in allowed:
-                hint = _did_you_mean(value, allowed) if isinstance(value, str) else ""
+                hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
                 raise bad(key, f"must be one of {', '.join(allowed)}{hint}")
         if not 0.0 <= self.key_momentum < 1.0:
             raise bad("key_momentum", "must be in [0, 1) (theta_k <- m theta_k + (1 - m) theta_q)")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+        if not (is_number(self.temperature) and self.temperature > 0):
             raise bad("temperature", "must be a finite number > 0")
         if not (self.knn_temperature > 0):
             raise bad("knn_temperature", "must be > 0")
@@ -178,7 +181,7 @@ class TrainConfig:
             raise bad("blur_prob", "must be a probability in [0, 1] (or null for the preset)")
         for key in ("lr", "weight_decay", "optimizer_momentum", "warmup_epochs"):
             value = getattr(self, key)
-            if not (math.isfinite(value) and value >= 0):
+            if not (is_number(value) and value >= 0):
                 raise bad(key, "must be a finite number >= 0")
         if self.lr == 0:
             raise bad("lr", "must be > 0")
@@ -203,25 +206,11 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------
-def _did_you_mean(key: str, known: Any) -> str:
-    """' (did you mean 'x'?)' for a misspelt or shortened name, else ''."""
-    import difflib
-
-    names = [str(k) for k in known]
-    # a prefix of a longer name ("warmup" -> "warmup_epochs") beats an edit-distance neighbour
-    close = [n for n in names if len(key) >= 3 and n.startswith(key)]
-    if not close:
-        close = difflib.get_close_matches(key, names, n=1)
-    if not close and len(key) >= 4:  # "momentum" -> key_momentum, optimizer_momentum
-        close = [n for n in names if key in n]
-    if not close:
-        return ""
-    return f" (did you mean {' or '.join(repr(c) for c in close[:2])}?)"
-
-
 def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
     """Check `value` against the field's type; ints are accepted where floats are expected."""
-    where = f"{source}: {key}={value!r}"
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(reason, source=source, key=key, value=value)
+
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -232,34 +221,34 @@ def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {type(value).__name__}")
+        raise bad(f"expected true or false, got {type(value).__name__}")
     if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if is_int(value):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{where}: expected an integer, got {type(value).__name__}")
+        raise bad(f"expected an integer, got {type(value).__name__}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{where}: expected a number, got {type(value).__name__}")
+        raise bad(f"expected a number, got {type(value).__name__}")
     if hint is str:
         if isinstance(value, str):
             return value
         note = " (YAML reads on/off/yes/no as true/false: quote the value)" if isinstance(value, bool) else ""
-        raise ConfigError(f"{where}: expected a string, got {type(value).__name__}{note}")
+        raise bad(f"expected a string, got {type(value).__name__}{note}")
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+            raise bad(f"expected a list, got {type(value).__name__}")
         return tuple(_coerce(source, key, v, args[0]) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{where}: expected a list of {len(args)} numbers")
+            raise bad(f"expected a list of {len(args)} numbers")
         return tuple(_coerce(source, key, v, a) for v, a in zip(value, args))
     if hint is dict or origin is dict:
         if isinstance(value, Mapping):
             return dict(value)
-        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        raise bad(f"expected a mapping, got {type(value).__name__}")
     raise TypeError(f"unsupported config type {hint!r} for {key}")  # pragma: no cover
 
 
@@ -300,9 +289,9 @@ def read_yaml(text: str, source: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         context = f" ({exc.context})" if exc.context else ""
-        raise ConfigError(f"{source}: malformed YAML: {where}{exc.problem}{context}") from None
+        raise ConfigError(f"malformed YAML: {where}{exc.problem}{context}", source=source) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: malformed YAML: {exc}") from None
+        raise ConfigError(f"malformed YAML: {exc}", source=source) from None
 
 
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -311,14 +300,15 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
+        raise ConfigError("file not found", source=str(path)) from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
     data = read_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}")
+        raise ConfigError(f"the top level must be a mapping of keys to values, got {type(data).__name__}",
+                          source=str(path))
     return data
 
 
@@ -328,6 +318,6 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value")
+            raise ConfigError("expected key=value", source=f"--set {item!r}")
         out[key.strip()] = read_yaml(raw, f"--set {item!r}") if raw.strip() else None
     return out

@@ -27,7 +27,6 @@ when `check_data=True`); optuna only where a study is built (`sample_configs`).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.resources
 import math
 import re
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 import yaml
 
 from trainables.config import ConfigError, TrainConfig, read_yaml
+from trainables.validation import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -94,7 +94,6 @@ ONE_MINUS_SUFFIX = "__one_minus"
 #: Above this many corners, validation checks each parameter on its own instead (see below).
 CORNER_LIMIT = 4096
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_SENTINEL = "<space-check>"
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
@@ -256,9 +255,7 @@ def load_space(name_or_path: str | Path, *, check_data: bool = True) -> SweepSpe
         if looks_like_path and (path.parent != Path(".") or name not in shipped):
             raise SpaceError(f"{raw}: file not found (shipped spaces: {', '.join(shipped)})")
         if name not in shipped:
-            hint = difflib.get_close_matches(name, shipped, n=1)
-            did = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise SpaceError(f"{raw}: no such search space{did}; shipped spaces: "
+            raise SpaceError(f"{raw}: no such search space{did_you_mean(name, shipped)}; shipped spaces: "
                              f"{', '.join(shipped)}; or give the path to a YAML file")
         resource = importlib.resources.files("search_spaces").joinpath(f"{name}.yaml")
         real = Path(str(resource)) if isinstance(resource, Path) else None
@@ -354,7 +351,7 @@ def _parse_param(source: str, key: Any, value: Any) -> ParamSpec:
                          f"{{loguniform: [low, high]}} or {{choice: [a, b]}}, got {_type(value)}{hint}")
     for k in value:
         if k not in PARAM_KEYS:
-            raise SpaceError(f"{where}.{k}: unknown distribution{_did_you_mean(str(k), PARAM_KEYS)}; "
+            raise SpaceError(f"{where}.{k}: unknown distribution{did_you_mean(str(k), PARAM_KEYS)}; "
                              f"use one of {', '.join(KINDS)} (plus optional step, when)")
     kinds = [k for k in value if k in KINDS]
     if len(kinds) != 1:
@@ -438,7 +435,7 @@ def validate_space(spec: SweepSpec, *, check_data: bool = True) -> None:
 
     # ---- objective -------------------------------------------------------------------------
     if spec.metric not in METRICS:
-        hint = _did_you_mean(spec.metric, METRICS) if isinstance(spec.metric, str) else ""
+        hint = did_you_mean(spec.metric, METRICS) if isinstance(spec.metric, str) else ""
         fail("objective.metric", f"{spec.metric!r} is not reported by the training loop{hint}; "
                                  f"use one of {', '.join(METRICS)}")
     if spec.metric_mode not in ("max", "min"):
@@ -454,7 +451,7 @@ def validate_space(spec: SweepSpec, *, check_data: bool = True) -> None:
         if key == "seed":
             fail("base.seed", RESERVED_KEYS["seed"] + "; remove it from base")
         if key not in _FIELDS:
-            fail(f"base.{key}", f"unknown TrainConfig key{_did_you_mean(key, _FIELDS)}")
+            fail(f"base.{key}", f"unknown TrainConfig key{did_you_mean(key, _FIELDS)}")
 
     # ---- params ----------------------------------------------------------------------------
     names = [p.name for p in spec.params]
@@ -490,14 +487,14 @@ def validate_space(spec: SweepSpec, *, check_data: bool = True) -> None:
 def _validate_param(spec: SweepSpec, p: ParamSpec, index: int, fail) -> None:
     path = f"space.{p.name}"
     if not isinstance(p.name, str) or p.name not in _FIELDS:
-        fail(path, f"unknown TrainConfig key{_did_you_mean(str(p.name), _FIELDS)}")
+        fail(path, f"unknown TrainConfig key{did_you_mean(str(p.name), _FIELDS)}")
     if p.name in RESERVED_KEYS:
         fail(path, f"cannot be searched: {RESERVED_KEYS[p.name]}")
     if p.name in spec.base:
         fail(path, f"is also fixed in base (base.{p.name}={spec.base[p.name]!r}); a key is either "
                    "fixed or searched: remove one")
     if p.kind not in KINDS:
-        fail(path, f"unknown distribution {p.kind!r}{_did_you_mean(str(p.kind), KINDS)}; "
+        fail(path, f"unknown distribution {p.kind!r}{did_you_mean(str(p.kind), KINDS)}; "
                    f"use one of {', '.join(KINDS)}")
     kpath = f"{path}.{p.kind}"
     ftype = _field_type(p.name)
@@ -573,7 +570,7 @@ def _validate_param(spec: SweepSpec, p: ParamSpec, index: int, fail) -> None:
         if key == p.name:
             fail(wpath, "a parameter cannot be conditional on itself")
         if not isinstance(key, str) or key not in _FIELDS:
-            fail(wpath, f"unknown TrainConfig key{_did_you_mean(str(key), _FIELDS)}")
+            fail(wpath, f"unknown TrainConfig key{did_you_mean(str(key), _FIELDS)}")
         if key in later:
             fail(wpath, f"{key} is searched later in space: conditions may only refer to keys that "
                         f"are fixed or searched earlier (move {key} above {p.name})")
@@ -582,7 +579,7 @@ def _validate_param(spec: SweepSpec, p: ParamSpec, index: int, fail) -> None:
         enum = _enum_values(key)
         for v in allowed:
             if enum is not None and v not in enum:
-                fail(wpath, f"{v!r} is not a valid {key}{_did_you_mean(str(v), enum)}; "
+                fail(wpath, f"{v!r} is not a valid {key}{did_you_mean(str(v), enum)}; "
                             f"valid: {', '.join(enum)}")
         if key in earlier:
             cond = earlier[key]
@@ -622,15 +619,12 @@ def _config_problem(spec: SweepSpec, applied: Mapping[str, Any]) -> tuple[str, s
     """(key, "key=value: reason") if base + applied is not a trial config that can run, else None."""
     values = {**spec.base, "epochs": spec.max_epochs, "seed": spec.seeds[0], **applied}
     try:
-        cfg = TrainConfig.from_dict(values, source=_SENTINEL)
+        cfg = TrainConfig.from_dict(values)
     except ConfigError as exc:
-        msg = str(exc)
-        if msg.startswith(_SENTINEL + ": "):
-            msg = msg[len(_SENTINEL) + 2:]
-        match = re.match(r"^(\w+)=", msg)
+        msg = exc.detail  # "key=value: reason", without the source
         if "expected a string, got bool" in msg and "quote the value" not in msg:
             msg += " (YAML reads on/off/yes/no as true/false: quote the value)"
-        return (match.group(1) if match else "?"), msg
+        return exc.key or "?", msg
     # Checks that need the trial's resources, not only the config.
     divisor = spec.workers
     bn_note = ""
@@ -748,9 +742,7 @@ def _check_data(spec: SweepSpec, fail) -> None:
         try:
             resolve_photo_patches_options(options)
         except DatasetError as exc:
-            match = re.match(r"^data\.photo_patches(\.\w+)?:?\s*(.*)$", str(exc), re.S)
-            sub, reason = (match.group(1) or "", match.group(2)) if match else ("", str(exc))
-            fail(f"base.photo_patches{sub}", reason)
+            fail(f"base.{exc.key or 'photo_patches'}", exc.reason)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1000,17 +992,9 @@ def _enum_values(key: str) -> tuple[str, ...] | None:
 def _refuse_unknown(source: str, prefix: str, mapping: Mapping, allowed: tuple[str, ...]) -> None:
     for key in mapping:
         if key not in allowed:
-            hint = _did_you_mean(str(key), allowed)
+            hint = did_you_mean(str(key), allowed)
             raise SpaceError(f"{source}: {prefix}{key}: unknown key{hint}; valid keys: "
                              f"{', '.join(allowed)}")
-
-
-def _did_you_mean(key: str, known) -> str:
-    names = [str(k) for k in known]
-    close = difflib.get_close_matches(key, names, n=1)
-    if not close and len(key) >= 3:  # "gpus" -> "gpus_per_worker"
-        close = [n for n in names if n.startswith(key) or key in n][:1]
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _is_int(v: Any) -> bool:
