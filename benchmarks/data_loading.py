@@ -49,7 +49,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainables.data import _photo_path, iterate_batches, load_data, release_loaders, write_parquet_split  # noqa: E402
+from trainables.data import iterate_batches, load_data, release_loaders, write_parquet_split  # noqa: E402
+from trainables.data.photo_patches import photo_path  # noqa: E402
 from trainables.views import ViewConfig, ViewMaker  # noqa: E402
 
 COLOUR_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field",
@@ -65,7 +66,7 @@ def make_jpegs(files: int, seed: int = 0) -> list[tuple[int, bytes]]:
     rng = np.random.default_rng(seed)
     photos = []
     for name in COLOUR_PHOTOS:
-        with Image.open(_photo_path(name)) as im:
+        with Image.open(photo_path(name)) as im:
             photos.append(im.convert("RGB"))
     out = []
     for i in range(files):

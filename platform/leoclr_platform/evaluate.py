@@ -52,6 +52,7 @@ from trainables.data import (
     DataBundle,
     TensorImageDataset,
     epoch_permutation,
+    has_open_loaders,
     iterate_batches,
     load_data,
     release_loaders,
@@ -568,7 +569,7 @@ def evaluate_encoder(
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
     fresh_loaders = [ds for ds in (data.memory, data.test)
-                     if not isinstance(ds, TensorImageDataset) and not getattr(ds, "_leoclr_loaders", None)]
+                     if not isinstance(ds, TensorImageDataset) and not has_open_loaders(ds)]
 
     rng_devices = [dev] if dev.type == "cuda" else []
     try:
