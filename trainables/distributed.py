@@ -1,7 +1,12 @@
-"""Distributed pieces behind one flag: every function works unchanged on one process.
+"""Every collective of the engine, behind one flag: every function works unchanged on one process.
 
+- `rank`, `world_size`, `is_distributed`: where this worker stands (0 / 1 / False alone).
+- `barrier`, `rank0_first`: ordering (rank 0 builds data caches, the others then read them).
+- `all_reduce_sum_`, `all_reduce_mean_`, `broadcast_`: in place on a tensor, no-ops alone.
+- `average_float_buffers`: BN running statistics averaged over workers (once per epoch).
 - `concat_all_gather`: keys from all workers, rank order, no gradient (MoCo's queue update).
 - `all_gather_with_grad`: embeddings from all workers with gradient (end-to-end negatives).
+- `all_gather_variable`: rows of a different count per worker (padded, then trimmed).
 - `shuffle_bn_forward`: the key encoder sees a batch shuffled across workers (shuffle-BN, MoCo
   Sec. 3.3) so BN statistics cannot leak which key is the positive; on one process the batch is
   shuffled within itself and SplitBatchNorm splits it into groups, as in the official demo.
@@ -9,7 +14,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -25,6 +31,59 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
+
+
+def barrier() -> None:
+    """Wait for every worker (a no-op on one process)."""
+    if is_distributed():
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def rank0_first() -> Iterator[None]:
+    """Rank 0 runs the body first (building caches, downloading), the others after it is done
+    (reading what rank 0 wrote). One process: just the body."""
+    if rank() != 0:
+        barrier()
+    yield
+    if rank() == 0:
+        barrier()
+
+
+def all_reduce_sum_(x: torch.Tensor) -> torch.Tensor:
+    """x <- sum of x over the workers, in place (every worker gets the same tensor); returns x."""
+    if is_distributed():
+        dist.all_reduce(x)
+    return x
+
+
+def all_reduce_mean_(x: torch.Tensor) -> torch.Tensor:
+    """x <- mean of x over the workers, in place; returns x."""
+    if is_distributed():
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
+def broadcast_(x: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """x <- rank ``src``'s x, in place; returns x."""
+    if is_distributed():
+        dist.broadcast(x, src=src)
+    return x
+
+
+@torch.no_grad()
+def average_float_buffers(module: torch.nn.Module) -> None:
+    """Make ``module``'s buffers equal on every worker: floating-point buffers (BN running mean
+    and variance) become their mean over the workers, the others (num_batches_tracked, equal on
+    every worker) rank 0's value."""
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            all_reduce_mean_(buffer)
+        else:
+            broadcast_(buffer, src=0)
 
 
 @torch.no_grad()

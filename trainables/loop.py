@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainables import distributed as D
+from trainables import distributed
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import DevicePrefetcher, TensorImageDataset, iterate_batches, load_data, num_batches
 from trainables.knn import extract_features, knn_accuracy
@@ -107,7 +106,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, device: torch.device | None = None):
         self.cfg = cfg
-        self.rank, self.world = D.rank(), D.world_size()
+        self.rank, self.world = distributed.rank(), distributed.world_size()
         if cfg.batch_size % self.world:
             raise ConfigError(
                 f"batch_size={cfg.batch_size} is not divisible by the {self.world} workers"
@@ -129,12 +128,9 @@ class Trainer:
         self.momentum_mechanism = cfg.mechanism == "momentum"
 
         # Data: rank 0 builds caches / downloads first, the others then read them.
-        if self.rank != 0:
-            dist.barrier()
-        self.data = load_data(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size,
-                              download=cfg.download, photo_patches=cfg.photo_patches)
-        if self.rank == 0 and D.is_distributed():
-            dist.barrier()
+        with distributed.rank0_first():
+            self.data = load_data(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size,
+                                  download=cfg.download, photo_patches=cfg.photo_patches)
         self.steps_per_epoch = num_batches(self.data.pretrain, self.local_batch,
                                            world_size=self.world, drop_last=True)
         if cfg.max_steps_per_epoch:
@@ -163,7 +159,7 @@ class Trainer:
             queue_gen = torch.Generator().manual_seed(_seed_for(cfg.seed, "queue"))
             self.queue = KeyQueue(cfg.queue_size, cfg.embedding_dim, queue_gen).to(self.device)
         self.query_fwd = self.query_encoder
-        if D.is_distributed():
+        if distributed.is_distributed():
             self.query_fwd = DDP(self.query_encoder, device_ids=[self.device.index] if cuda else None,
                                  **ddp_options())
         self.key_fwd = self.key_encoder
@@ -210,29 +206,27 @@ class Trainer:
                 with torch.no_grad():
                     key_fn = lambda x: self._embed(self.key_fwd, x)  # noqa: E731
                     ks = [
-                        D.shuffle_bn_forward(key_fn, views[i], shuffle_gen) if cfg.shuffle_bn else key_fn(views[i])
+                        distributed.shuffle_bn_forward(key_fn, views[i], shuffle_gen) if cfg.shuffle_bn else key_fn(views[i])
                         for i in spec.key_views(cfg.symmetric)
                     ]
                 loss = spec.loss(qs, ks, self.queue.keys, cfg.temperature)
             else:
-                zs = [D.all_gather_with_grad(self._embed(self.query_fwd, v)) for v in views]
+                zs = [distributed.all_gather_with_grad(self._embed(self.query_fwd, v)) for v in views]
                 loss = end_to_end_loss(zs, spec.pairs, cfg.temperature)
         # under DDP the gradients are views of the all-reduce buckets (gradient_as_bucket_view):
         # zeroing keeps them so; set_to_none would drop the views and bring back the copies
-        self.optimizer.zero_grad(set_to_none=not D.is_distributed())
+        self.optimizer.zero_grad(set_to_none=not distributed.is_distributed())
         loss.backward()
         self.optimizer.step()
         if self.momentum_mechanism:
             self.ema(cfg.key_momentum)
             new_keys = ks if cfg.enqueue == "both" else ks[:1]
-            self.queue.enqueue(D.concat_all_gather(torch.cat(new_keys, dim=0)))
+            self.queue.enqueue(distributed.concat_all_gather(torch.cat(new_keys, dim=0)))
         self.global_step += 1
         return loss.detach()
 
     def _check_finite(self, loss_sum: torch.Tensor, step: int) -> None:
-        total = loss_sum.clone()
-        if D.is_distributed():
-            dist.all_reduce(total)  # every rank reaches the same verdict (no deadlock)
+        total = distributed.all_reduce_sum_(loss_sum.clone())  # every rank reaches the same verdict
         if not torch.isfinite(total).item():
             raise DivergenceError(
                 f"loss is not finite ({total.item()}) at epoch {self.epoch + 1}, step {step + 1} "
@@ -266,10 +260,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         train_time = time.perf_counter() - start
-        mean_loss = loss_sum / steps
-        if D.is_distributed():
-            dist.all_reduce(mean_loss)
-            mean_loss /= self.world
+        mean_loss = distributed.all_reduce_mean_(loss_sum / steps)
         return {
             "loss": mean_loss.item(),
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -290,17 +281,9 @@ class Trainer:
         every worker's data; other buffers (num_batches_tracked, equal on every worker) are
         taken from rank 0. Then the monitor, the checkpoint and a later single-process
         evaluation all see the same encoder."""
-        if not D.is_distributed():
-            return
         for module in (self.query_encoder, self.key_encoder):
-            if module is None:
-                continue
-            for buffer in module.buffers():
-                if buffer.is_floating_point():
-                    dist.all_reduce(buffer)
-                    buffer.div_(self.world)
-                else:
-                    dist.broadcast(buffer, src=0)
+            if module is not None:
+                distributed.average_float_buffers(module)
 
     # ---------------------------------------------------------------------------------------
     def _eval_batches(self, ds, batch_size: int = 512):

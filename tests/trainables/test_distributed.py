@@ -78,6 +78,63 @@ def test_concat_all_gather_and_shuffle_bn(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
+def _collectives_worker(rank: int, tmp: str) -> None:
+    import time
+
+    _init(rank, tmp)
+    marker = f"{tmp}/built_by_rank0"
+    with D.rank0_first():  # rank 0 "builds a cache" slowly; rank 1 must only then read it
+        if rank == 0:
+            time.sleep(0.5)
+            open(marker, "w").write("cache")
+        found = os.path.exists(marker)
+    total = D.all_reduce_sum_(torch.tensor([1.0, 2.0]) * (rank + 1))
+    mean = torch.tensor([1.0, 2.0]) * (rank + 1)
+    same = D.all_reduce_mean_(mean)
+    sent = D.broadcast_(torch.full((3,), float(rank + 7)), src=1)
+    bn = nn.BatchNorm1d(2)
+    bn.running_mean.fill_(2.0 * rank)  # rank 0: 0, rank 1: 2
+    bn.num_batches_tracked.fill_(5 + rank)
+    D.average_float_buffers(bn)
+    rows = D.all_gather_variable(torch.full((rank + 1, 2), float(rank)))  # 1 row, then 2 rows
+    D.barrier()
+    torch.save({"found": found, "total": total, "mean": mean, "in_place": same is mean, "sent": sent,
+                "bn_mean": bn.running_mean.clone(), "tracked": bn.num_batches_tracked.clone(),
+                "rows": rows, "rank": D.rank(), "world": D.world_size()}, f"{tmp}/out{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_collective_helpers_on_two_processes(tmp_path):
+    outs = _run(_collectives_worker, tmp_path)
+    for r, o in enumerate(outs):
+        assert o["found"]  # rank 1 entered the body after rank 0 had left it
+        assert (o["rank"], o["world"]) == (r, WORLD)
+        torch.testing.assert_close(o["total"], torch.tensor([3.0, 6.0]))  # 1x + 2x
+        torch.testing.assert_close(o["mean"], torch.tensor([1.5, 3.0]))
+        assert o["in_place"]
+        torch.testing.assert_close(o["sent"], torch.full((3,), 8.0))  # rank 1's value
+        torch.testing.assert_close(o["bn_mean"], torch.full((2,), 1.0))  # (0 + 2) / 2
+        assert int(o["tracked"]) == 5  # integer buffers: rank 0's value
+        torch.testing.assert_close(o["rows"], torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]))
+
+
+def test_collective_helpers_alone_are_identities():
+    """One process, no process group: every helper leaves its input as it is."""
+    assert not D.is_distributed() and (D.rank(), D.world_size()) == (0, 1)
+    x = torch.tensor([1.0, 2.0])
+    assert D.all_reduce_sum_(x) is x and D.all_reduce_mean_(x) is x and D.broadcast_(x) is x
+    torch.testing.assert_close(x, torch.tensor([1.0, 2.0]))
+    assert D.concat_all_gather(x) is x and D.all_gather_variable(x) is x
+    bn = nn.BatchNorm1d(2)
+    bn.running_mean.fill_(3.0)
+    D.average_float_buffers(bn)
+    D.barrier()
+    with D.rank0_first():
+        pass
+    torch.testing.assert_close(bn.running_mean, torch.full((2,), 3.0))
+
+
+# ------------------------------------------------------------------------------------------
 N = 4  # per-rank batch
 
 
