@@ -1,13 +1,17 @@
 """A real local cluster: `ray start --head` on 127.0.0.1, then `ray job submit` of the demo sweep.
 
-Token authentication stays on (Ray 2.60 turns it on for `ray start --head`): the job client gets
-RAY_AUTH_MODE=token and finds the token in ~/.ray/auth_token.
+Token authentication is on, as docs/cluster.md asks: Ray 2.60 enables it only when a token exists
+or RAY_AUTH_MODE=token is set (a fresh machine has no ~/.ray/auth_token, and `ray start --head`
+then runs WITHOUT authentication). The fixture writes its own token file (the user's ~/.ray is
+never read or written) and starts the head and every client with RAY_AUTH_MODE=token and
+RAY_AUTH_TOKEN_PATH pointing at it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -32,8 +36,12 @@ def cluster(tmp_path_factory):
     temp = Path("/tmp") / f"leoclr-ray-{os.getpid()}"  # short: Ray's socket paths have a length limit
     storage = tmp_path_factory.mktemp("cluster_runs")
     port, dash, agent, client = free_port(), free_port(), free_port(), free_port()
+    token = tmp_path_factory.mktemp("ray_auth") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}:{os.environ['PATH']}",
-           "LEOCLR_CACHE": str(storage / "cache")}
+           "LEOCLR_CACHE": str(storage / "cache"), "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token)}
     env.pop("RAY_ADDRESS", None)
     start = subprocess.run(
         [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
@@ -100,7 +108,7 @@ def stop_cluster(temp: Path, extra_markers: tuple[str, ...] = ()) -> None:
 
 
 def job_env(cluster) -> dict[str, str]:
-    return {**cluster["env"], "RAY_AUTH_MODE": "token"}
+    return dict(cluster["env"])  # RAY_AUTH_MODE=token + this cluster's RAY_AUTH_TOKEN_PATH
 
 
 def test_ray_job_submit_runs_the_demo_sweep(cluster):
