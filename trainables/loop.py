@@ -19,7 +19,6 @@ Once per epoch: the kNN monitor, a checkpoint (atomic: temp dir, then rename), a
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -34,6 +33,15 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trainables import distributed
+from trainables.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    check_structure,
+    checkpoint_file,
+    checkpoints_newest_first,
+    read_checkpoint_file,
+    write_checkpoint,
+)
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import DevicePrefetcher, TensorImageDataset, iterate_batches, load_data, num_batches
 from trainables.knn import extract_features, knn_accuracy
@@ -41,21 +49,11 @@ from trainables.losses import STRATEGIES, end_to_end_loss
 from trainables.models import EmaUpdater, Encoder, KeyQueue, convert_split_bn, make_key_encoder
 from trainables.views import ViewConfig, ViewMaker
 
-CHECKPOINT_FILE = "checkpoint.pt"
-ENCODER_FILE = "encoder.pt"
-CHECKPOINT_FORMAT = 1
-# Settings that fix the shapes of the saved tensors: a checkpoint must agree on all of them.
-STRUCTURAL_KEYS = ("backbone", "head", "embedding_dim", "mechanism", "queue_size")
-
 ReportFn = Callable[[dict[str, Any], "str | None"], None]
 
 
 class DivergenceError(RuntimeError):
     """The loss stopped being finite: the trial must fail instead of training on NaNs."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be read or does not fit this configuration (message names the file)."""
 
 
 def _seed_for(*parts: Any) -> int:
@@ -334,33 +332,9 @@ class Trainer:
         return state
 
     def save_checkpoint(self, directory: str | Path) -> Path:
-        """Write `directory/epoch_NNNN/` atomically (temp dir + rename); rank 0 only."""
-        directory = Path(directory)
-        final = directory / f"epoch_{self.epoch:04d}"
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp_epoch_{self.epoch:04d}_", dir=directory))
-        except OSError as exc:
-            raise CheckpointError(f"{directory}: cannot write checkpoints there: {exc.strerror or exc}") from None
-        try:
-            torch.save(self.state_dict(), tmp / CHECKPOINT_FILE)
-            torch.save({"backbone": self.cfg.backbone, "state_dict": self.query_encoder.backbone.state_dict(),
-                        "feature_dim": self.query_encoder.feature_dim}, tmp / ENCODER_FILE)
-            self.cfg.save(tmp / "config.json")
-            (tmp / "metrics.json").write_text(json.dumps(self.history[-1] if self.history else {}, indent=2))
-            # every epoch so far: lets a tracker replay a run's metric history from disk alone
-            (tmp / "history.json").write_text(json.dumps(self.history, indent=1))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except OSError as exc:  # disk full, quota, storage gone: no partial epoch_NNNN is left
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise CheckpointError(f"{final}: cannot write the checkpoint ({exc.strerror or exc}); "
-                                  "earlier checkpoints are intact") from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return final
+        """Write `directory/epoch_NNNN/` atomically (see trainables.checkpoint); rank 0 only."""
+        return write_checkpoint(directory, self.epoch, self.state_dict(), encoder=self.query_encoder,
+                                config=self.cfg, history=self.history)
 
     def resume(self, candidates: "str | Path | list[str | Path]") -> Path:
         """Load the first good checkpoint of `candidates` (newest first).
@@ -372,12 +346,12 @@ class Trainer:
         paths = [candidates] if isinstance(candidates, (str, Path)) else list(candidates)
         expanded: list[Path] = []
         for path in map(Path, paths):
-            if path.is_dir() and not (path / CHECKPOINT_FILE).exists():
+            if path.is_dir() and not checkpoint_file(path).exists():
                 expanded.extend(checkpoints_newest_first(path))
             else:
                 expanded.append(path)
         if not expanded:
-            raise CheckpointError(f"{paths[0]}: no checkpoint found there")
+            raise CheckpointError("no checkpoint found there", source=str(paths[0]))
         for i, path in enumerate(expanded):
             try:
                 self.load_checkpoint(path)
@@ -391,14 +365,9 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore everything saved by `save_checkpoint` (a checkpoint dir or its checkpoint.pt)."""
-        path = Path(path)
-        file = path / CHECKPOINT_FILE if path.is_dir() else path
-        state = load_checkpoint_file(file)
-        saved = state.get("config", {})
-        mismatched = [k for k in STRUCTURAL_KEYS if saved.get(k) != getattr(self.cfg, k)]
-        if mismatched:
-            detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs config {getattr(self.cfg, k)!r}" for k in mismatched)
-            raise CheckpointError(f"{file}: checkpoint does not match this configuration ({detail})")
+        file = checkpoint_file(path)
+        state = read_checkpoint_file(file)
+        check_structure(state, self.cfg, file)
         try:
             self.query_encoder.load_state_dict(state["query_encoder"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -406,7 +375,7 @@ class Trainer:
                 self.key_encoder.load_state_dict(state["key_encoder"])
                 self.queue.load_state_dict(state["queue"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{file}: checkpoint does not fit the model: {exc}") from None
+            raise CheckpointError(f"checkpoint does not fit the model: {exc}", source=str(file)) from None
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.history = list(state.get("history", []))
@@ -455,39 +424,6 @@ class Trainer:
             if own_tmp and self.rank == 0:
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
         return self.history[-1] if self.history else {}
-
-
-def checkpoints_newest_first(folder: str | Path, below_epoch: int | None = None) -> list[Path]:
-    """Checkpoint folders under `folder` (any that holds checkpoint.pt + metrics.json), newest
-    epoch first; `below_epoch` keeps only older ones."""
-    found = []
-    for ckpt in Path(folder).iterdir():
-        if ckpt.is_dir() and not ckpt.name.startswith(".") and (ckpt / CHECKPOINT_FILE).exists():
-            try:
-                epoch = int(json.loads((ckpt / "metrics.json").read_text()).get("epoch", -1))
-            except (OSError, ValueError):
-                epoch = -1  # unreadable metrics: try it last
-            if below_epoch is None or epoch < below_epoch:
-                found.append((epoch, ckpt.name, ckpt))
-    return [c for _, _, c in sorted(found, reverse=True)]
-
-
-def load_checkpoint_file(file: str | Path) -> dict[str, Any]:
-    """torch.load with weights_only=True; unreadable/corrupt files raise CheckpointError naming it."""
-    file = Path(file)
-    if not file.exists():
-        raise CheckpointError(f"{file}: checkpoint not found")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle error, foreign object...
-        text = str(exc).strip()
-        # PyTorch's zip and weights-only errors run on for a paragraph: keep the first sentence
-        reason = text.splitlines()[0].split(". ")[0].rstrip(".") if text else "no detail"
-        raise CheckpointError(f"{file}: unreadable checkpoint ({type(exc).__name__}: {reason}); truncated, "
-                              "corrupt or not written by leoclr") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{file}: not a leoclr checkpoint (format {CHECKPOINT_FORMAT} expected)")
-    return state
 
 
 def train_fn_per_worker(

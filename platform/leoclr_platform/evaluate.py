@@ -26,7 +26,7 @@ Everything is deterministic given ``LinearProtocol.seed`` (own generators; the g
 saved and restored around the call) and runs on CPU or CUDA. Single process. This module is
 compute only: it imports neither mlflow nor ray (the registry / tracking wiring lives elsewhere).
 
-Public API: ``EvaluationError``, ``ProtocolError``, ``LoadedEncoder``, ``load_encoder``,
+Public API: ``EvaluationError``, ``ProtocolError``,
 ``LinearProtocol``, ``evaluate_encoder``, ``evaluate_checkpoint``, ``topk_accuracy``,
 ``make_linear_classifier``.
 """
@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -47,7 +46,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainables.config import ConfigError, TrainConfig
 from trainables.data import (
     DataBundle,
     TensorImageDataset,
@@ -58,29 +56,23 @@ from trainables.data import (
     release_loaders,
 )
 from trainables.knn import knn_accuracy
-from trainables.loop import ENCODER_FILE
-from trainables.models import build_backbone
+from trainables.checkpoint import load_encoder
 from trainables.views import ViewConfig, ViewMaker, ViewParams
 
 __all__ = [
     "AUGMENTS",
-    "CONFIG_FILE",
     "EvaluationError",
     "LinearProtocol",
-    "LoadedEncoder",
     "ProtocolError",
     "evaluate_checkpoint",
     "evaluate_encoder",
-    "load_encoder",
     "make_linear_classifier",
     "topk_accuracy",
 ]
 
-CONFIG_FILE = "config.json"
 #: Training-view choices of the linear classifier (see ``LinearProtocol.augment``).
 AUGMENTS = ("crop_flip", "none")
 _AMP = ("auto", "bf16", "off")
-_ENCODER_KEYS = ("backbone", "state_dict", "feature_dim")
 
 #: Called after every classifier epoch with {"epoch", "lr", "train_loss", "train_top1"}.
 ProgressFn = Callable[[dict[str, float]], None]
@@ -92,94 +84,6 @@ class EvaluationError(RuntimeError):
 
 class ProtocolError(EvaluationError, ValueError):
     """A bad ``LinearProtocol`` value; the message names the field, the value and the rule."""
-
-
-# ------------------------------------------------------------------------------------------------
-# Loading a trained encoder
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LoadedEncoder:
-    """A pre-trained backbone read back from a checkpoint folder.
-
-    backbone: the module (``B x 3 x R x R -> B x feature_dim``), on the CPU, in eval mode, with
-    plain BatchNorm2d layers (a SplitBatchNorm used in training has the same state dict).
-    config: the run's ``TrainConfig`` (``config.resolved_view_size`` is the resolution R the
-    backbone was trained at). source: the checkpoint folder.
-    """
-
-    backbone: nn.Module
-    feature_dim: int
-    config: TrainConfig
-    source: Path
-
-
-def load_encoder(directory: str | Path) -> LoadedEncoder:
-    """Read ``encoder.pt`` + ``config.json`` written by ``trainables.loop.Trainer.save_checkpoint``.
-
-    ``directory`` is the checkpoint folder (``.../epoch_NNNN``) or its ``encoder.pt``.
-    ``encoder.pt`` = {"backbone": name, "state_dict": backbone state dict, "feature_dim": D},
-    read with ``torch.load(weights_only=True)`` only (no pickled code runs). The backbone is
-    rebuilt with ``trainables.models.build_backbone`` (with the global RNG saved and restored,
-    so loading does not change a caller's random stream) and loaded strictly. Missing,
-    truncated or foreign files and a backbone that does not match raise ``EvaluationError``
-    naming the file.
-    """
-    path = Path(directory)
-    folder = path.parent if path.is_file() and path.name == ENCODER_FILE else path
-    if not folder.is_dir():
-        raise EvaluationError(
-            f"{folder}: no such checkpoint folder (expected a folder holding {ENCODER_FILE} and "
-            f"{CONFIG_FILE}, as written by a training run)"
-        )
-    enc_file, cfg_file = folder / ENCODER_FILE, folder / CONFIG_FILE
-    for file in (enc_file, cfg_file):
-        if not file.is_file():
-            raise EvaluationError(f"{file}: file not found; is {folder} a complete checkpoint folder?")
-
-    try:
-        values = json.loads(cfg_file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise EvaluationError(f"{cfg_file}: unreadable run config ({type(exc).__name__}: {exc})") from None
-    try:
-        config = TrainConfig.from_dict(values, source=str(cfg_file))
-    except ConfigError as exc:  # its message already starts with the file name
-        raise EvaluationError(f"invalid run config: {exc}") from None
-
-    try:
-        state = torch.load(enc_file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, not a torch file, a pickled foreign object...
-        raise EvaluationError(
-            f"{enc_file}: unreadable encoder file ({type(exc).__name__}: {exc}); the file is "
-            "truncated or was not written by a training run"
-        ) from None
-    if not isinstance(state, dict) or not all(k in state for k in _ENCODER_KEYS):
-        found = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise EvaluationError(
-            f"{enc_file}: not a leoclr encoder file (expected a dict with keys "
-            f"{', '.join(_ENCODER_KEYS)}; found {found})"
-        )
-    name = state["backbone"]
-    if name != config.backbone:
-        raise EvaluationError(
-            f"{enc_file}: backbone {name!r} does not match backbone={config.backbone!r} in {cfg_file}"
-        )
-    try:
-        with torch.random.fork_rng(devices=[]):  # random init we overwrite: keep the global RNG
-            backbone, dim = build_backbone(name)
-    except ValueError as exc:
-        raise EvaluationError(f"{enc_file}: {exc}") from None
-    if state["feature_dim"] != dim:
-        raise EvaluationError(
-            f"{enc_file}: feature_dim={state['feature_dim']!r} but a {name} backbone has {dim} features"
-        )
-    try:
-        backbone.load_state_dict(state["state_dict"], strict=True)
-    except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
-        raise EvaluationError(f"{enc_file}: the weights do not fit a {name} backbone: {exc}") from None
-    backbone.eval()
-    return LoadedEncoder(backbone=backbone, feature_dim=dim, config=config, source=folder)
 
 
 # ------------------------------------------------------------------------------------------------

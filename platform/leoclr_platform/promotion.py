@@ -170,8 +170,10 @@ def download_encoder(c, mv, dst: Path) -> dict[str, bytes]:
     """The version's source run's checkpoint files (encoder.pt, config.json), as bytes."""
     import mlflow
 
+    from trainables.checkpoint import CONFIG_FILE, ENCODER_FILE
+
     files = {}
-    for name in ("encoder.pt", "config.json"):
+    for name in (ENCODER_FILE, CONFIG_FILE):
         try:
             local = mlflow.artifacts.download_artifacts(
                 run_id=mv.run_id, artifact_path=f"{T.CHECKPOINT_ARTIFACT}/{name}", dst_path=str(dst),
@@ -189,7 +191,9 @@ def _evaluate_files(files: dict[str, bytes], protocol_overrides: dict[str, Any],
     files arrive as bytes, so no node needs access to the tracking store's artifacts."""
     from trainables.data import load_data
 
-    from leoclr_platform.evaluate import LinearProtocol, evaluate_encoder, load_encoder
+    from trainables.checkpoint import load_encoder
+
+    from leoclr_platform.evaluate import LinearProtocol, evaluate_encoder
 
     with tempfile.TemporaryDirectory(prefix="leoclr_eval_") as tmp:
         for name, blob in files.items():

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -130,12 +129,9 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                 # or truncated latest costs an epoch, not the trial)
                 older = []
                 if "://" not in checkpoint.path and os.path.isdir(os.path.dirname(checkpoint.path)):
-                    from trainables.loop import checkpoints_newest_first
+                    from trainables.checkpoint import checkpoint_epoch, checkpoints_newest_first
 
-                    try:
-                        epoch = json.loads(Path(resume_dir, "metrics.json").read_text()).get("epoch")
-                    except (OSError, ValueError):
-                        epoch = None
+                    epoch = checkpoint_epoch(resume_dir)
                     older = [str(c) for c in checkpoints_newest_first(os.path.dirname(checkpoint.path), epoch)
                              if str(c) != checkpoint.path]
                 loop(cfg, report, resume_from=[resume_dir, *older], keep_checkpoints=1, device=device)
@@ -189,28 +185,6 @@ def _status_actor():
 DIVERGED_MARKER = "diverged.txt"
 
 
-def prune_checkpoints(run_dir: Path, metric: str, mode: str, keep: int) -> None:
-    """Keep a run's `keep` best-scoring checkpoints plus its newest one, as Ray Train's
-    CheckpointConfig(num_to_keep, checkpoint_score_attribute) does for Train runs.
-    Checkpoints without the metric score last; ties keep the newer one."""
-    from trainables.loop import checkpoints_newest_first
-
-    found = checkpoints_newest_first(run_dir)
-    sign = 1 if mode == "max" else -1
-
-    def score(ckpt: Path) -> float:
-        try:
-            value = json.loads((ckpt / "metrics.json").read_text()).get(metric)
-        except (OSError, ValueError):
-            value = None
-        return sign * value if isinstance(value, (int, float)) else float("-inf")
-
-    kept = set(sorted(found, key=score, reverse=True)[:keep]) | set(found[:1])  # stable: newer first
-    for ckpt in found:
-        if ckpt not in kept:
-            shutil.rmtree(ckpt, ignore_errors=True)
-
-
 def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
     """A one-worker trial, trained in this Tune trial actor (see `uses_ray_train`).
 
@@ -220,7 +194,8 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
     a retry fails at once instead of training into the same divergence again."""
     import ray.tune
 
-    from trainables.loop import DivergenceError, checkpoints_newest_first
+    from trainables.checkpoint import checkpoints_newest_first, prune_checkpoints, remove_partial_writes
+    from trainables.loop import DivergenceError
     from trainables.loop import train_fn_per_worker as loop
 
     spec = sweep.spec
@@ -229,8 +204,7 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
     marker = run_dir / DIVERGED_MARKER
     if marker.exists():
         raise TrialDiverged(marker.read_text())
-    for partial in run_dir.glob(".tmp_epoch_*"):  # a save cut by a kill or an ASHA stop
-        shutil.rmtree(partial, ignore_errors=True)
+    remove_partial_writes(run_dir)  # a save cut by a kill or an ASHA stop
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         if checkpoint_dir:
@@ -719,11 +693,12 @@ def disk_history(root: str, trial_id: str) -> dict[int, dict[str, Any]]:
     history: dict[int, dict[str, Any]] = {}
     if _is_uri(root):
         return history
+    from trainables.checkpoint import read_history
+
     latest = _latest_checkpoint(root, trial_id)
-    if latest and (Path(latest) / "history.json").exists():
-        for entry in json.loads((Path(latest) / "history.json").read_text()):
-            if entry.get("epoch") is not None:
-                history[int(entry["epoch"])] = entry
+    for entry in read_history(latest) if latest else []:
+        if entry.get("epoch") is not None:
+            history[int(entry["epoch"])] = entry
     for result_file in Path(root).glob(f"*_{trial_id}_*/result.json"):
         for line in result_file.read_text().splitlines():
             try:
@@ -737,7 +712,7 @@ def disk_history(root: str, trial_id: str) -> dict[int, dict[str, Any]]:
 
 def _latest_checkpoint(root: str, trial_id: str) -> str | None:
     """The trial's checkpoint with the highest epoch (the final encoder of a finished trial)."""
-    from trainables.loop import checkpoints_newest_first
+    from trainables.checkpoint import checkpoints_newest_first
 
     run = Path(root) / TRAIN_DIR / f"trial_{trial_id}"
     if _is_uri(root) or not run.is_dir():

@@ -638,7 +638,7 @@ def log_encoder_model(run_id: str, checkpoint_dir: Path):
     import numpy as np
     import torch
 
-    from leoclr_platform.evaluate import load_encoder
+    from trainables.checkpoint import load_encoder
 
     loaded = load_encoder(checkpoint_dir)
     size = loaded.config.resolved_view_size

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pytest
 import torch
@@ -20,7 +19,6 @@ from leoclr_platform.evaluate import (
     ProtocolError,
     evaluate_checkpoint,
     evaluate_encoder,
-    load_encoder,
     make_linear_classifier,
     topk_accuracy,
 )
@@ -28,7 +26,7 @@ from trainables.config import TrainConfig
 from trainables.data import DataBundle, TensorImageDataset
 from trainables.knn import extract_features, knn_accuracy
 from trainables.loop import train_fn_per_worker
-from trainables.models import SplitBatchNorm, SmallCNN, build_backbone
+from trainables.models import SmallCNN
 from trainables.views import ViewConfig, ViewMaker
 
 COLOURS = torch.tensor([[220, 30, 30], [30, 200, 40], [40, 50, 210], [230, 220, 40]], dtype=torch.uint8)
@@ -302,7 +300,7 @@ def lambda_backbone(value: float) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------
-# load_encoder
+# a trained checkpoint
 # ------------------------------------------------------------------------------------------------
 
 
@@ -321,28 +319,7 @@ def trained_checkpoint(tmp_path_factory):
         yield out / "epoch_0001"
 
 
-def test_load_encoder_round_trip(trained_checkpoint):
-    saved = torch.load(trained_checkpoint / "encoder.pt", map_location="cpu", weights_only=True)
-    rng = torch.get_rng_state()
-    enc = load_encoder(trained_checkpoint)
-    assert torch.equal(torch.get_rng_state(), rng)
-    assert enc.feature_dim == saved["feature_dim"] == 256 and enc.source == trained_checkpoint
-    assert enc.config.backbone == "small_cnn" and enc.config.bn_splits == 2
-    assert not enc.backbone.training
-    # trained with SplitBatchNorm; loaded into the plain backbone with the same statistics
-    assert not any(isinstance(m, SplitBatchNorm) for m in enc.backbone.modules())
-    state = enc.backbone.state_dict()
-    assert state.keys() == saved["state_dict"].keys()
-    assert all(torch.equal(state[k], v) for k, v in saved["state_dict"].items())
-    assert any(k.endswith("num_batches_tracked") and v.item() > 0 for k, v in state.items())
-    assert load_encoder(trained_checkpoint / "encoder.pt").feature_dim == 256  # the file works too
-    # features agree with a fresh backbone given the saved weights
-    ref, _ = build_backbone("small_cnn")
-    ref.load_state_dict(saved["state_dict"])
-    x = torch.randn(4, 3, 16, 16)
-    assert torch.equal(ref.eval()(x), enc.backbone(x))
-
-    # and the whole evaluation runs on it with the run's settings
+def test_evaluate_checkpoint_runs_with_the_runs_settings(trained_checkpoint):
     # data=None: the run's own dataset (photo_patches, 16 classes x (8 train + 4 test))
     protocol = LinearProtocol.for_dataset_size(128, augment="none", epochs=10)
     assert (protocol.batch_size, protocol.lr) == (16, 1.875)
@@ -350,46 +327,6 @@ def test_load_encoder_round_trip(trained_checkpoint):
     assert (r["n_train"], r["n_test"], r["num_classes"], r["feature_dim"]) == (128, 64, 16, 256)
     assert r["linear_top1"] > 20.0 and r["knn_top1"] > 20.0  # chance: 6.25 %
     assert r["linear_top5"] >= r["linear_top1"] and r["knn_top5"] >= r["knn_top1"]
-
-
-def test_load_encoder_refuses_broken_folders(trained_checkpoint, tmp_path):
-    def copy(name: str):
-        dst = tmp_path / name
-        shutil.copytree(trained_checkpoint, dst)
-        return dst
-
-    truncated = copy("truncated")
-    blob = (truncated / "encoder.pt").read_bytes()
-    (truncated / "encoder.pt").write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(EvaluationError, match=r"truncated[/\\]encoder\.pt: unreadable"):
-        load_encoder(truncated)
-
-    no_config = copy("no_config")
-    (no_config / "config.json").unlink()
-    with pytest.raises(EvaluationError, match=r"no_config[/\\]config\.json: file not found"):
-        load_encoder(no_config)
-
-    foreign = copy("foreign")
-    torch.save({"weights": torch.zeros(2)}, foreign / "encoder.pt")
-    with pytest.raises(EvaluationError, match=r"foreign[/\\]encoder\.pt: not a leoclr encoder"):
-        load_encoder(foreign)
-
-    mismatch = copy("mismatch")
-    cfg = json.loads((mismatch / "config.json").read_text())
-    cfg["backbone"] = "resnet18_cifar"
-    (mismatch / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(EvaluationError, match=r"encoder\.pt: backbone 'small_cnn' does not match.*resnet18_cifar"):
-        load_encoder(mismatch)
-
-    wrong_weights = copy("wrong_weights")
-    state = torch.load(wrong_weights / "encoder.pt", weights_only=True)
-    state["state_dict"].pop(next(iter(state["state_dict"])))
-    torch.save(state, wrong_weights / "encoder.pt")
-    with pytest.raises(EvaluationError, match=r"wrong_weights[/\\]encoder\.pt: the weights do not fit"):
-        load_encoder(wrong_weights)
-
-    with pytest.raises(EvaluationError, match="no such checkpoint folder"):
-        load_encoder(tmp_path / "missing")
 
 
 # ------------------------------------------------------------------------------------------------

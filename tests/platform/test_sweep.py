@@ -98,7 +98,7 @@ def test_tiny_sweep_is_tracked_in_mlflow(tiny_sweep):
     import mlflow
     import torch
 
-    from leoclr_platform.evaluate import load_encoder
+    from trainables.checkpoint import load_encoder
 
     for run in finished:
         files = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
@@ -347,25 +347,6 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_runti
     client, _, runs = assert_runs_match_outcome(outcome.tracking["uri"], outcome)
     for t in diverged:
         assert "loss is not finite" in runs[t["trial_id"]].data.tags["failure_reason"]
-
-
-def test_prune_checkpoints_keeps_the_best_and_the_newest(tmp_path):
-    """In-trial runs keep what Ray Train's CheckpointConfig(num_to_keep, score) keeps: the
-    num_to_keep best-scoring checkpoints, plus the newest."""
-    from leoclr_platform.sweep import prune_checkpoints
-
-    scores = {1: 30.0, 2: 50.0, 3: 40.0, 4: None, 5: 10.0}  # epoch 4: no kNN that epoch
-    for epoch, score in scores.items():
-        ckpt = tmp_path / f"epoch_{epoch:04d}"
-        ckpt.mkdir()
-        (ckpt / "checkpoint.pt").write_bytes(b"x")
-        (ckpt / "metrics.json").write_text(json.dumps({"epoch": epoch, "knn_top1": score}))
-    (tmp_path / ".tmp_epoch_0006_x").mkdir()  # a checkpoint being written is never touched
-    prune_checkpoints(tmp_path, "knn_top1", "max", keep=2)  # best: 2 (50), 3 (40); newest: 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp_epoch_0006_x", "epoch_0002", "epoch_0003",
-                                                          "epoch_0005"]
-    prune_checkpoints(tmp_path, "knn_top1", "min", keep=1)  # lowest: 5 (10), also the newest
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["epoch_0005"]
 
 
 def test_the_best_trial_is_one_that_ran_every_epoch(tmp_path):

@@ -10,10 +10,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError
 from trainables.config import ConfigError, TrainConfig
 from trainables.loop import (
-    CHECKPOINT_FILE,
-    CheckpointError,
     DivergenceError,
     Trainer,
     lr_at,
