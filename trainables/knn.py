@@ -1,4 +1,4 @@
-"""Weighted kNN classifier on frozen features (the per-epoch monitor of SPEC.md).
+"""Weighted kNN classifier on frozen features (the per-epoch monitor, docs/method.md).
 
 Features of the frozen backbone are L2-normalised; the memory bank is the labelled train split
 under the test transform. For each test feature, the k most cosine-similar bank features vote

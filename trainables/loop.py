@@ -120,7 +120,7 @@ class Trainer:
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and cuda)
         # channels_last "auto" is on for every device: NHWC is what tensor cores want on CUDA, and
-        # on CPU oneDNN's NHWC convolutions made whole steps 1.1-1.4x faster (docs/performance.md)
+        # oneDNN's NHWC convolutions are its fast path on CPU (figures: docs/performance.md)
         self.channels_last = cfg.channels_last != "off"
         self.strategy = STRATEGIES[cfg.attraction_strategy]
         self.momentum_mechanism = cfg.mechanism == "momentum"

@@ -1,6 +1,6 @@
 """Contrastive losses of MoCo v2 and LeOCLR, as pure functions.
 
-Every equation of SPEC.md that is a loss lives here:
+Every equation of the method (docs/method.md) that is a loss lives here:
 - `info_nce`: LeOCLR Eq. 2 / MoCo's InfoNCE with a queue of negatives.
 - `moco_v2_loss`: l(q1, k2) (+ l(q2, k1) when symmetric).
 - `leoclr_loss`: LeOCLR Eq. 3, l(u, sg(v1)) + l(u, sg(v2)); the two crops never attract.
@@ -101,7 +101,7 @@ def end_to_end_loss(zs: Sequence[torch.Tensor], pairs: Sequence[tuple[int, int]]
 
 
 # ------------------------------------------------------------------------------------------
-# The attraction strategies (SPEC.md table): which views each encoder sees and the loss.
+# The attraction strategies (docs/method.md): which views each encoder sees and the loss.
 @dataclass(frozen=True)
 class Strategy:
     """views: view kinds generated per image, in order (see trainables.views);

@@ -99,8 +99,7 @@ class SplitBatchNorm(nn.BatchNorm2d):
 
     The output is never an autograd view of a temporary: the official demo's `.view(N, C, H, W)`
     makes every following in-place op (ResNet's ReLU(inplace=True), `out += identity`) go
-    through autograd's as_strided/CopySlices path, a full extra copy in the backward pass
-    (~15 % of a small CNN's step on CPU).
+    through autograd's as_strided/CopySlices path, a full extra copy in the backward pass.
     """
 
     def __init__(self, num_features: int, num_splits: int, **kw):
@@ -146,8 +145,8 @@ class _BlockBatchNorm(torch.autograd.Function):
     blocks of the batch, every block written straight into its slice of one output tensor
     (and, backwards, of one input-gradient tensor) with the `.out` forms of ATen's own
     batch-norm kernels. Per-block `F.batch_norm` + `torch.cat` computes the same thing with one
-    more activation-sized allocation and copy per layer in each direction (~15-20 % of a
-    small CNN's step on CPU, where every fresh large tensor is also page-faulted in).
+    more activation-sized allocation and copy per layer in each direction (on CPU every fresh
+    large tensor is also page-faulted in).
 
     running_mean / running_var: groups x C, updated in place (row j by block j).
     """

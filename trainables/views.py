@@ -1,11 +1,19 @@
 """Batched view generation for MoCo v1/v2 and LeOCLR (pure PyTorch, CPU or CUDA).
 
+Why one module of ~900 lines: it is one algorithm. Sampling (``ViewMaker.sample_params``),
+planning (``_plan``: the per-sample colour matrices of every pass) and rendering
+(``_render_chunk`` and the batched kernels it calls) share private structures (``_Plan``, the
+fused matrix form ``a I + c 1 l^T``) and exactness arguments that only hold together (the flip
+folded into the crop grid, grayscale folded into the last pass, hue and blur on sample subsets);
+the tests check the private kernels against torchvision directly. Split, each part would need
+the others' internals.
+
 One call turns a batch of images (``B x 3 x H x W``, uint8 in [0, 255] or float in [0, 1]) into
 several augmented, normalised views (``B x 3 x R x R``), each sample with its own random
 parameters drawn from a ``torch.Generator``. There is no per-image Python loop: every step works
 on the whole batch (on CPU, on cache-sized chunks of it).
 
-View kinds (LeOCLR, SPEC.md):
+View kinds (LeOCLR, docs/method.md):
 
 * ``"original"``: the whole image resized to ``R x R`` (no crop), then the augmentations;
 * ``"crop"``: a RandomResizedCrop (torchvision's sampling semantics), then the augmentations.
@@ -25,15 +33,14 @@ Semantics and the implementation choices that keep them exact
 * Original view (and ``eval_view``): torchvision's ``Resize((R, R))`` of the whole image,
   bilinear with antialias. For uint8 input on CPU this is ``F.interpolate`` on the uint8 batch,
   i.e. torchvision's uint8 kernel (``transforms.v2`` gives identical results; v1 and PIL differ
-  by at most one level of 1/255); it is ~3x cheaper than resampling in float. When S == R the
-  image is used as is.
+  by at most one level of 1/255), which avoids converting the batch to float before resampling.
+  When S == R the image is used as is.
 * Crop + resize: bilinear sampling with ``F.grid_sample`` on a separable grid built directly
   from the boxes (cheaper than ``F.affine_grid``). Source coordinates are those of
   ``F.interpolate(crop, R, mode="bilinear", align_corners=False, antialias=False)`` *including
   the clamp at the crop border*, so a view equals ``resized_crop(img, ..., antialias=False)`` of
-  its box to float rounding. We measured ``torchvision.ops.roi_align(aligned=True)`` as well: it
-  is ~2.5x slower on CPU, samples outside the box near its border (no clamp) and cannot fold the
-  flip. No antialiasing for crops: at the platform's sizes crops are mostly up-sampled (CIFAR
+  its box to float rounding. ``torchvision.ops.roi_align(aligned=True)`` is not used: it samples
+  outside the box near its border (no clamp) and cannot fold the flip. No antialiasing for crops: at the platform's sizes crops are mostly up-sampled (CIFAR
   32 -> 32, or the ImageNet crops of scale < 0.77 from 256 px sources) and the largest
   down-sampling factor is 256 / 224 = 1.14, where antialiasing changes little (torchvision/PIL
   antialias there).
@@ -48,12 +55,12 @@ Semantics and the implementation choices that keep them exact
   ``a*I + c*1 l^T`` plus a bias, then clamp" (l = luma row), so for each of the 4 positions in
   the order one batched matrix pass + one clamp applies whichever of the three ops each sample
   has at that position (identity for the others), and the hue op runs on the subset of samples
-  that have hue at that position. Each sample thus gets exactly its 4 ops in its own order, at
-  ~1x (not 4x) compute.
+  that have hue at that position. Each sample thus gets exactly its 4 ops in its own order, in
+  one pass per position instead of one per op.
 * Hue uses the closed form ``rgb_n = V - (V - min) * clamp(min(k_n, 4 - k_n), 0, 1)``,
   ``k_n = (n + 6 h') mod 6`` (n = 5, 3, 1 for R, G, B), which is algebraically identical to
-  torchvision's rgb -> hsv -> shift -> rgb round trip (same hue formula, same tie-breaking) but
-  several times cheaper; they agree to ~2e-6.
+  torchvision's rgb -> hsv -> shift -> rgb round trip (same hue formula, same tie-breaking)
+  without building the HSV image; they agree to ~2e-6.
 * Grayscale (ITU-R 601-2 luma, torchvision's 0.2989/0.587/0.114) and normalisation are channel
   matrices; channel matrices commute with the blur (same kernel on every channel, kernel sums
   to 1, reflect padding), so grayscale (v2) is folded into the final normalisation pass, the
@@ -62,7 +69,7 @@ Semantics and the implementation choices that keep them exact
 * Gaussian blur: torchvision's kernel (``_get_gaussian_kernel1d``: odd size, normalised
   Gaussian pdf sampled on ``linspace(-(k-1)/2, (k-1)/2, k)``), reflect padding, applied as two
   1-D depthwise convolutions with per-sample kernels (grouped conv; on CPU in channels_last
-  layout, where oneDNN's depthwise kernel is 2-7x faster). Kernel size default: ``int(0.1 * R)``
+  layout, where oneDNN's depthwise kernel vectorises across the image planes). Kernel size default: ``int(0.1 * R)``
   made odd, at least 3 (23 at 224 px, 3 at 32 px), configurable. The result equals
   torchvision's 2-D ``gaussian_blur`` to float rounding.
 
@@ -288,6 +295,23 @@ class ViewParams:
     enabled: tuple[bool, bool, bool, bool] = field(default=(True, True, True, True))
     blur_enabled: bool = True  # False: no sample is blurred (skips the blur pass entirely)
 
+    @classmethod
+    def geometry_only(cls, kind: str, boxes: torch.Tensor, flip: torch.Tensor | None = None) -> "ViewParams":
+        """A view that only crops / resizes (``boxes``: B x 4 source boxes) and optionally flips
+        (``flip``: B bool, default none): no colour jitter, grayscale or blur."""
+        n, dev = boxes.shape[0], boxes.device
+        no = torch.zeros(n, dtype=torch.bool, device=dev)
+        one = torch.ones(n, device=dev)
+        return cls(kind=kind, boxes=boxes, flip=no if flip is None else flip, jitter=no,
+                   brightness=one, contrast=one, saturation=one, hue=torch.zeros(n, device=dev),
+                   order=torch.arange(4, device=dev).expand(n, 4), grayscale=no, blur=no, sigma=one,
+                   enabled=(False, False, False, False), blur_enabled=False)
+
+    @classmethod
+    def identity(cls, n: int, height: int, width: int, device) -> "ViewParams":
+        """The eval view: the whole H x W image of each of ``n`` samples, resized, nothing else."""
+        return cls.geometry_only("original", _full_boxes(n, height, width, device))
+
     def index(self, sl) -> "ViewParams":
         """The parameters of a sub-batch (slice or index tensor)."""
         kw = {}
@@ -407,7 +431,7 @@ def _depthwise_blur(x: torch.Tensor, kernels: torch.Tensor, contiguous: bool = T
 
     Two depthwise (grouped) convolutions with one group per (image, channel). On CPU the data
     is put in channels_last layout first: oneDNN's depthwise kernel then vectorises across the
-    n*3 planes and runs 2-7x faster than on NCHW planes. ``contiguous=False`` may return that
+    n*3 planes instead of along each plane's rows. ``contiguous=False`` may return that
     layout (a caller that copies the result anyway saves a pass).
     """
     n, c, h, w = x.shape
@@ -568,13 +592,15 @@ class ViewMaker:
             f = lo + (hi - lo) * u[:, 2 + i]
             neutral = 0.0 if i == HUE else 1.0
             factors.append(torch.where(jitter, f, torch.full_like(f, neutral)))
+        brightness, contrast, saturation, hue = factors
         order = _rand((n, 4), generator).argsort(dim=1)
         grayscale = u[:, 6] < self.cfg.grayscale_prob
         blur = u[:, 7] < self._blur_prob
         s0, s1 = self.cfg.blur_sigma
         sigma = s0 + (s1 - s0) * u[:, 8]
-        return ViewParams(kind, boxes, flip, jitter, *factors, order, grayscale, blur, sigma,
-                          enabled=self._enabled,
+        return ViewParams(kind=kind, boxes=boxes, flip=flip, jitter=jitter, brightness=brightness,
+                          contrast=contrast, saturation=saturation, hue=hue, order=order,
+                          grayscale=grayscale, blur=blur, sigma=sigma, enabled=self._enabled,
                           blur_enabled=self._blur_prob > 0 and self._ksize > 1)
 
     # -- public entry points ------------------------------------------------------------------
@@ -592,17 +618,7 @@ class ViewMaker:
         resize: torchvision's antialiased bilinear Resize) and normalise."""
         self._check(images)
         n, _, height, width = images.shape
-        dev = images.device
-        zeros = torch.zeros(n, dtype=torch.bool, device=dev)
-        ones = torch.ones(n, device=dev)
-        params = ViewParams(
-            "original",
-            _full_boxes(n, height, width, dev),
-            zeros, zeros, ones, ones, ones, torch.zeros(n, device=dev),
-            torch.arange(4, device=dev).expand(n, 4), zeros, zeros, ones,
-            enabled=(False, False, False, False), blur_enabled=False,
-        )
-        return self.render(images, [params])[0]
+        return self.render(images, [ViewParams.identity(n, height, width, images.device)])[0]
 
     def render(self, images: torch.Tensor, params: Sequence[ViewParams]) -> list[torch.Tensor]:
         """Apply given per-sample parameters (from :meth:`sample_params`) to a batch."""
@@ -756,7 +772,7 @@ class ViewMaker:
                 y = src.values
             elif src.raw.dtype == torch.uint8 and dev.type == "cpu":
                 # torchvision's Resize on uint8: the separable (AVX2) uint8 kernel, antialiased,
-                # rounded to uint8 like torchvision and PIL; ~3x cheaper than float resampling.
+                # rounded to uint8 like torchvision and PIL; no float copy of the batch first.
                 y = F.interpolate(src.raw.contiguous(), size=(size, size), mode="bilinear",
                                   align_corners=False, antialias=True)
             else:

@@ -1,4 +1,4 @@
-"""Every loss of SPEC.md checked against a small hand computation (plain Python math)."""
+"""Every loss of docs/method.md checked against a small hand computation (plain Python math)."""
 
 import math
 

@@ -50,8 +50,7 @@ def pil_to_uint8(img: Image.Image, size: int) -> torch.Tensor:
     if img.mode == "L":
         img = img.convert("RGB")
     # HWC -> CHW in numpy: a per-image torch op would run on the process's OpenMP team, which
-    # stalls at every op when other processes hold the cores (a DataLoader with 0 workers
-    # decoded 8x slower than one worker that way; docs/performance.md)
+    # stalls at every op when other processes hold the cores
     return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)))
 
 
