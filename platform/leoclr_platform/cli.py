@@ -240,9 +240,9 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("model", help="e.g. models:/leoclr-encoder@candidate")
     p.add_argument("--dataset", help="labelled data set (default: the one the encoder was trained on)")
     p.add_argument("--data-root", help="its folder (ImageFolder / CIFAR / STL-10 / Parquet)")
-    p.add_argument("--linear-epochs", type=int, help="linear classifier epochs (default 100, the SPEC's)")
+    p.add_argument("--linear-epochs", type=int, help="linear classifier epochs (default 100, MoCo's protocol)")
     p.add_argument("--augment", choices=("crop_flip", "none"),
-                   help="classifier train views: crop_flip (SPEC) or none (cached center-view features; fast)")
+                   help="classifier train views: crop_flip (MoCo's protocol) or none (cached center-view features; fast)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any linear-protocol field, e.g. --set lr=10 (see docs/tracking.md)")
     p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
@@ -317,10 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     args = build_parser().parse_args(argv)
+    from trainables.checkpoint import CheckpointError
     from trainables.config import ConfigError
     from trainables.data import DatasetError
-    from trainables.loop import CheckpointError, DivergenceError
-    from leoclr_platform.evaluate import EvaluationError
+    from trainables.eval import EvaluationError
+    from trainables.loop import DivergenceError
     from leoclr_platform.promotion import RegistryError
     from leoclr_platform.spaces import SpaceError
     from leoclr_platform.sweep import SweepError

@@ -192,8 +192,7 @@ def _evaluate_files(files: dict[str, bytes], protocol_overrides: dict[str, Any],
     from trainables.data import load_data
 
     from trainables.checkpoint import load_encoder
-
-    from leoclr_platform.evaluate import LinearProtocol, evaluate_encoder
+    from trainables.eval import LinearProtocol, evaluate_encoder
 
     with tempfile.TemporaryDirectory(prefix="leoclr_eval_") as tmp:
         for name, blob in files.items():
@@ -223,7 +222,7 @@ def evaluate_model(uri: str, model_uri: str, *, dataset: str | None = None, data
     import mlflow
     from mlflow.entities import Metric, Param
 
-    from leoclr_platform.evaluate import LinearProtocol
+    from trainables.eval import LinearProtocol
 
     overrides = dict(protocol_overrides or {})
     LinearProtocol.from_dict(overrides, source="evaluate")  # bad protocol settings fail before any download

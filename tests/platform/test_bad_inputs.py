@@ -39,7 +39,7 @@ import ray
 from PIL import Image
 
 from leoclr_platform import cli, promotion, tracking
-from leoclr_platform import evaluate as evaluate_module
+import trainables.eval
 from leoclr_platform import report as report_module
 from trainables.config import TrainConfig
 from trainables.loop import Trainer
@@ -535,7 +535,7 @@ def test_bad_input(row: Row, tmp_path, monkeypatch, capsys, checkpoint_dir, stor
     monkeypatch.setattr(tracking.SweepTracker, "open", guard("SweepTracker.open"))
     monkeypatch.setattr("mlflow.register_model", guard("mlflow.register_model"))
     monkeypatch.setattr(promotion, "download_encoder", guard("promotion.download_encoder"))
-    monkeypatch.setattr(evaluate_module, "evaluate_encoder", guard("evaluate_encoder"))
+    monkeypatch.setattr(trainables.eval, "evaluate_encoder", guard("evaluate_encoder"))
     monkeypatch.setattr(report_module, "build_report", guard("build_report"))
     monkeypatch.setattr(subprocess, "call", guard("subprocess.call"))
 

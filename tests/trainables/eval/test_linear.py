@@ -1,31 +1,27 @@
-"""Encoder evaluation: linear probe, kNN, random-crop test, frozen backbone, checkpoint loading.
+"""Encoder evaluation (trainables.eval.linear): linear probe, kNN, random-crop test, frozen backbone.
 
 Tiny hand-made data (uniform-colour images, a centre patch) and stub backbones whose features
-are known, so every number can be checked by hand; one tiny training run for the loader.
+are known, so every number can be checked by hand; one tiny training run (the
+``trained_checkpoint`` fixture) for ``evaluate_checkpoint``.
 """
 
 from __future__ import annotations
 
-import json
-import math
 
 import pytest
 import torch
 import torch.nn as nn
 
-from leoclr_platform.evaluate import (
+from trainables.data import DataBundle, TensorImageDataset
+from trainables.eval import (
     EvaluationError,
     LinearProtocol,
-    ProtocolError,
     evaluate_checkpoint,
     evaluate_encoder,
     make_linear_classifier,
     topk_accuracy,
 )
-from trainables.config import TrainConfig
-from trainables.data import DataBundle, TensorImageDataset
 from trainables.knn import extract_features, knn_accuracy
-from trainables.loop import train_fn_per_worker
 from trainables.models import SmallCNN
 from trainables.views import ViewConfig, ViewMaker
 
@@ -132,32 +128,6 @@ def test_topk_accuracy_by_hand():
     # fewer classes than k: every class is in the top k -> 100 %
     assert topk_accuracy(scores[:, :3], torch.tensor([0, 0, 1, 2]), 5) == 100.0
     assert topk_accuracy(scores[:, :3], torch.tensor([0, 0, 1, 2]), 1) == 25.0
-
-
-def test_lr_schedule_steps_at_60_and_80_percent():
-    p = LinearProtocol()
-    assert (p.epochs, p.batch_size, p.lr, p.momentum, p.weight_decay) == (100, 256, 30.0, 0.9, 0.0)
-    assert p.milestone_epochs() == (60, 80)
-    assert [p.lr_at(e) for e in (0, 59)] == [30.0, 30.0]
-    assert p.lr_at(60) == pytest.approx(3.0) and p.lr_at(79) == pytest.approx(3.0)
-    assert p.lr_at(80) == pytest.approx(0.3) and p.lr_at(99) == pytest.approx(0.3)
-    short = LinearProtocol(epochs=10)
-    assert short.milestone_epochs() == (6, 8)
-    assert [short.lr_at(e) for e in range(10)] == pytest.approx([30.0] * 6 + [3.0] * 2 + [0.3] * 2)
-
-
-def test_for_dataset_size_scales_batch_and_lr_linearly():
-    assert LinearProtocol.for_dataset_size(1_281_167) == LinearProtocol()
-    assert LinearProtocol.for_dataset_size(2048) == LinearProtocol()  # 8 steps of 256
-    digits = LinearProtocol.for_dataset_size(1437)
-    assert (digits.batch_size, digits.lr, digits.epochs) == (128, 15.0, 100)
-    tiny = LinearProtocol.for_dataset_size(128)
-    assert (tiny.batch_size, tiny.lr) == (16, 1.875)
-    assert LinearProtocol.for_dataset_size(3).batch_size == 1
-    cheap = LinearProtocol.for_dataset_size(1437, epochs=10, augment="none")
-    assert (cheap.batch_size, cheap.lr, cheap.epochs, cheap.augment) == (128, 15.0, 10, "none")
-    explicit = LinearProtocol.for_dataset_size(1437, batch_size=64)
-    assert (explicit.batch_size, explicit.lr) == (64, 30.0)
 
 
 def test_linearly_separable_features_reach_100_percent_and_knn_matches_hand_computation():
@@ -304,21 +274,6 @@ def lambda_backbone(value: float) -> nn.Module:
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained_checkpoint(tmp_path_factory):
-    """One tiny epoch of LeOCLR (small_cnn, SplitBatchNorm 2) on photo_patches at 16 px
-    (8 + 4 patches per class); the photo_patches cache stays set for the module's tests."""
-    out = tmp_path_factory.mktemp("ckpt")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LEOCLR_CACHE", str(tmp_path_factory.mktemp("cache")))
-        cfg = TrainConfig.from_dict(dict(
-            dataset="photo_patches", photo_patches={"train_per_class": 8, "test_per_class": 4},
-            image_size=16, backbone="small_cnn", batch_size=32, queue_size=64, epochs=1, knn_k=10,
-            bn_splits=2, max_steps_per_epoch=2, device="cpu"))
-        train_fn_per_worker(cfg, checkpoint_dir=str(out))
-        yield out / "epoch_0001"
-
-
 def test_evaluate_checkpoint_runs_with_the_runs_settings(trained_checkpoint):
     # data=None: the run's own dataset (photo_patches, 16 classes x (8 train + 4 test))
     protocol = LinearProtocol.for_dataset_size(128, augment="none", epochs=10)
@@ -327,55 +282,6 @@ def test_evaluate_checkpoint_runs_with_the_runs_settings(trained_checkpoint):
     assert (r["n_train"], r["n_test"], r["num_classes"], r["feature_dim"]) == (128, 64, 16, 256)
     assert r["linear_top1"] > 20.0 and r["knn_top1"] > 20.0  # chance: 6.25 %
     assert r["linear_top5"] >= r["linear_top1"] and r["knn_top5"] >= r["knn_top1"]
-
-
-# ------------------------------------------------------------------------------------------------
-# protocol validation
-# ------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "field, value",
-    [
-        ("epochs", 0),
-        ("epochs", True),
-        ("batch_size", 2.5),
-        ("lr", 0.0),
-        ("lr", math.nan),
-        ("momentum", 1.0),
-        ("weight_decay", -1e-4),
-        ("lr_milestones", (0.8, 0.6)),
-        ("lr_milestones", (0.6, 1.5)),
-        ("lr_decay", 0.0),
-        ("augment", "jitter"),
-        ("train_crop_scale", (0.5, 0.2)),
-        ("random_crop_scale", (0.0, 1.0)),
-        ("flip_prob", 1.5),
-        ("test_crop_fraction", 0.0),
-        ("random_crop_repeats", 0),
-        ("seed", -1),
-        ("amp", "fp8"),
-        ("loader_workers", -2),
-    ],
-)
-def test_protocol_validation_names_the_field(field, value):
-    with pytest.raises(ProtocolError) as info:
-        LinearProtocol(**{field: value})
-    assert f"LinearProtocol.{field}={value!r}" in str(info.value)
-    assert isinstance(info.value, ValueError) and isinstance(info.value, EvaluationError)
-
-
-def test_protocol_from_dict_and_to_dict():
-    p = LinearProtocol.from_dict({"epochs": 10, "lr_milestones": [0.5], "train_crop_scale": [0.2, 1.0]})
-    assert p.lr_milestones == (0.5,) and p.train_crop_scale == (0.2, 1.0)
-    assert LinearProtocol.from_dict(p.to_dict()) == p
-    assert json.loads(json.dumps(p.to_dict()))["lr_milestones"] == [0.5]
-    with pytest.raises(ProtocolError, match="unknown field.*'epoch'"):
-        LinearProtocol.from_dict({"epoch": 10})
-    with pytest.raises(ProtocolError, match=r"^evaluate: LinearProtocol\.epochs=0: must be an integer"):
-        LinearProtocol.from_dict({"epochs": 0}, source="evaluate")
-    with pytest.raises(ProtocolError, match="n_train=0"):
-        LinearProtocol.for_dataset_size(0)
 
 
 def test_centre_crop_fraction_takes_the_centre():

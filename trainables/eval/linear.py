@@ -1,6 +1,6 @@
 """Evaluation of a frozen pre-trained encoder: linear probe, kNN and the random-crop test.
 
-The three measurements of SPEC.md "Evaluation protocols", all on the *backbone* (the pooled
+The three measurements of docs/method.md ("Evaluation"), all on the *backbone* (the pooled
 features, ``B x 3 x R x R -> B x D``; the projection head is discarded, as in MoCo and LeOCLR):
 
 * **Linear evaluation** (MoCo's ``main_lincls.py``, the protocol of LeOCLR Tables 1, 5, 6 and 7):
@@ -25,27 +25,21 @@ colour jitter, grayscale or blur) and the same normalisation as pre-training.
 Everything is deterministic given ``LinearProtocol.seed`` (own generators; the global RNG is
 saved and restored around the call) and runs on CPU or CUDA. Single process. This module is
 compute only: it imports neither mlflow nor ray (the registry / tracking wiring lives elsewhere).
-
-Public API: ``EvaluationError``, ``ProtocolError``,
-``LinearProtocol``, ``evaluate_encoder``, ``evaluate_checkpoint``, ``topk_accuracy``,
-``make_linear_classifier``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainables.checkpoint import load_encoder
 from trainables.data import (
     DataBundle,
     TensorImageDataset,
@@ -55,220 +49,14 @@ from trainables.data import (
     load_data,
     release_loaders,
 )
+from trainables.eval.frozen import FrozenFeatures, frozen, module_device
+from trainables.eval.protocol import EvaluationError, LinearProtocol
 from trainables.knn import knn_accuracy
-from trainables.checkpoint import load_encoder
+from trainables.validation import is_int
 from trainables.views import ViewConfig, ViewMaker, ViewParams
-
-__all__ = [
-    "AUGMENTS",
-    "EvaluationError",
-    "LinearProtocol",
-    "ProtocolError",
-    "evaluate_checkpoint",
-    "evaluate_encoder",
-    "make_linear_classifier",
-    "topk_accuracy",
-]
-
-#: Training-view choices of the linear classifier (see ``LinearProtocol.augment``).
-AUGMENTS = ("crop_flip", "none")
-_AMP = ("auto", "bf16", "off")
 
 #: Called after every classifier epoch with {"epoch", "lr", "train_loss", "train_top1"}.
 ProgressFn = Callable[[dict[str, float]], None]
-
-
-class EvaluationError(RuntimeError):
-    """An evaluation cannot run; the message names the file or value and the reason."""
-
-
-class ProtocolError(EvaluationError, ValueError):
-    """A bad ``LinearProtocol`` value; the message names the field, the value and the rule."""
-
-
-# ------------------------------------------------------------------------------------------------
-# The protocol
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LinearProtocol:
-    """Settings of the linear evaluation and the random-crop test.
-
-    Defaults are the SPEC's (official MoCo ImageNet linear evaluation, ``main_lincls.py``):
-    SGD lr 30, momentum 0.9, weight decay 0, batch 256, 100 epochs, lr x 0.1 at 60 % and 80 %
-    of the epochs (epochs 60 and 80), train views RandomResizedCrop(R, scale 0.08-1, torchvision's
-    default, as main_lincls) + horizontal flip.
-
-    Fields beyond the SPEC:
-
-    * ``augment``: ``"crop_flip"`` (the SPEC: fresh crop + flip views every epoch, one backbone
-      forward per image per epoch) or ``"none"``: the eval-view features are computed once and
-      the classifier trains on that cache (one backbone forward per image in all instead of one
-      per image and epoch: on a CPU, seconds instead of tens of minutes; the numbers are then a
-      "linear probe on fixed features", not the SPEC protocol - say so when reporting them).
-    * ``lr_milestones`` are *fractions* of ``epochs`` (rounded to whole epochs), so an
-      ``epochs`` override keeps the schedule's shape: epochs=10 steps the lr at 6 and 8.
-    * ``test_crop_fraction``: the eval view keeps the central fraction of the stored image's side
-      and resizes it to R. 1.0 (default) = the whole image resized, exactly
-      ``ViewMaker.eval_view`` - the view the kNN monitor uses and the CIFAR / STL practice; 0.875
-      = ImageNet's Resize(256) + CenterCrop(224) (with images stored at 256 and R = 224 the crop
-      is exact, no resampling).
-    * ``random_crop_scale``: area range of the random-crop test's RandomResizedCrop (default
-      torchvision's 0.08-1, the crops a linear-eval classifier is trained on; the paper does not
-      give it), no flip (a flip says nothing about crops); ``random_crop_repeats``: crops per
-      test image (accuracy averaged over them; more = less noise).
-    * ``seed``: all randomness (classifier init, batch order, views) derives from it.
-    * ``eval_batch_size``: batch of the feature passes (no effect on results); ``amp``: "auto"
-      runs backbone forwards under bf16 autocast on CUDA (fp32 on CPU), "bf16" / "off" force it;
-      ``loader_workers``: DataLoader processes for file-backed (streaming) datasets.
-
-    Scaling to small data: see ``for_dataset_size``; to cut compute, pass ``epochs`` (the
-    schedule scales with it) and/or ``augment="none"``.
-    """
-
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 30.0
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_milestones: tuple[float, ...] = (0.6, 0.8)
-    lr_decay: float = 0.1
-    augment: str = "crop_flip"
-    train_crop_scale: tuple[float, float] = (0.08, 1.0)
-    flip_prob: float = 0.5
-    test_crop_fraction: float = 1.0
-    random_crop_scale: tuple[float, float] = (0.08, 1.0)
-    random_crop_repeats: int = 1
-    seed: int = 0
-    eval_batch_size: int = 512
-    amp: str = "auto"
-    loader_workers: int = 0
-
-    #: Reference batch of ``lr`` (the linear scaling rule in ``for_dataset_size``).
-    REFERENCE_BATCH = 256
-
-    def __post_init__(self) -> None:
-        for name in ("lr_milestones", "train_crop_scale", "random_crop_scale"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-        self.validate()
-
-    # -- construction ---------------------------------------------------------------------------
-
-    @classmethod
-    def for_dataset_size(cls, n_train: int, *, min_steps_per_epoch: int = 8,
-                         **overrides: Any) -> "LinearProtocol":
-        """The SPEC protocol adapted to a labelled train split of ``n_train`` images.
-
-        The SPEC's settings are ImageNet's: 1.28M images make 5,005 steps of batch 256 per epoch.
-        On a small split the same batch leaves few optimizer steps (1,437 digits: 6 per epoch;
-        a split smaller than one batch: 1 per epoch, 100 in all). What defines the protocol is
-        kept - 100 epochs, the step schedule at 60 % / 80 %, momentum, weight decay, the crop +
-        flip augmentation - and only the batch shrinks: to the largest power of two that gives
-        at least ``min_steps_per_epoch`` steps per epoch (at most 256, at least 1), with the
-        learning rate scaled linearly, ``lr = 30 * batch / 256`` (Goyal et al., 2017; the rule
-        ``TrainConfig.scaled_lr`` applies to pre-training). Splits of at least
-        ``min_steps_per_epoch * 256`` = 2,048 images get the SPEC protocol unchanged; digits
-        (1,437) gets batch 128 and lr 15; 128 images get batch 16 and lr 1.875.
-
-        Epochs are not cut: a small split's epoch is cheap, and fewer epochs would change the
-        protocol. Where compute matters (a CPU), pass ``epochs=...`` and/or ``augment="none"``
-        as ``overrides``; any field can be overridden (an explicit ``batch_size`` keeps the
-        default lr unless ``lr`` is given too).
-        """
-        if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
-            raise ProtocolError(f"n_train={n_train!r}: must be a positive integer (the train split's size)")
-        if isinstance(min_steps_per_epoch, bool) or not isinstance(min_steps_per_epoch, int) \
-                or min_steps_per_epoch < 1:
-            raise ProtocolError(f"min_steps_per_epoch={min_steps_per_epoch!r}: must be a positive integer")
-        batch = cls.REFERENCE_BATCH
-        while batch > 1 and n_train < min_steps_per_epoch * batch:
-            batch //= 2
-        scaled = {"batch_size": batch, "lr": cls.lr * batch / cls.REFERENCE_BATCH}
-        if "batch_size" in overrides:
-            scaled = {}
-        return cls(**{**scaled, **overrides})
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "protocol") -> "LinearProtocol":
-        """Build from a mapping (a YAML / JSON section or CLI overrides; missing fields keep their
-        defaults); unknown keys are refused. ``source`` prefixes every error message."""
-        if not isinstance(values, Mapping):
-            raise ProtocolError(f"{source}: expected a mapping of protocol fields, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ProtocolError(
-                f"{source}: unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}"
-            )
-        try:
-            return cls(**dict(values))
-        except ProtocolError as exc:
-            raise ProtocolError(f"{source}: {exc}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (tuples as lists), e.g. to log as parameters."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def replace(self, **changes: Any) -> "LinearProtocol":
-        return dataclasses.replace(self, **changes)
-
-    # -- the schedule ---------------------------------------------------------------------------
-
-    def milestone_epochs(self) -> tuple[int, ...]:
-        """0-based epochs from which the lr is multiplied by ``lr_decay`` (100 epochs: 60, 80)."""
-        return tuple(int(round(f * self.epochs)) for f in self.lr_milestones)
-
-    def lr_at(self, epoch: int) -> float:
-        """lr of 0-based ``epoch``: ``lr * lr_decay ** (number of milestones <= epoch)``,
-        as ``adjust_learning_rate`` in MoCo's main_lincls.py."""
-        return self.lr * self.lr_decay ** sum(epoch >= m for m in self.milestone_epochs())
-
-    # -- validation -----------------------------------------------------------------------------
-
-    def validate(self) -> None:
-        def bad(name: str, reason: str) -> ProtocolError:
-            return ProtocolError(f"LinearProtocol.{name}={getattr(self, name)!r}: {reason}")
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        for name in ("epochs", "batch_size", "random_crop_repeats", "eval_batch_size"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise bad(name, "must be an integer >= 1")
-        for name in ("seed", "loader_workers"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
-                raise bad(name, "must be an integer >= 0")
-        if not is_num(self.lr) or self.lr <= 0:
-            raise bad("lr", "must be a finite number > 0")
-        if not is_num(self.momentum) or not 0 <= self.momentum < 1:
-            raise bad("momentum", "must be a number in [0, 1)")
-        if not is_num(self.weight_decay) or self.weight_decay < 0:
-            raise bad("weight_decay", "must be a finite number >= 0")
-        if not is_num(self.lr_decay) or not 0 < self.lr_decay <= 1:
-            raise bad("lr_decay", "must be a number in (0, 1] (the lr is multiplied by it at each milestone)")
-        ms = self.lr_milestones
-        if (not isinstance(ms, tuple) or not all(is_num(m) and 0 < m <= 1 for m in ms)
-                or list(ms) != sorted(ms)):
-            raise bad("lr_milestones", "must be increasing fractions of the epochs in (0, 1], e.g. [0.6, 0.8]")
-        if self.augment not in AUGMENTS:
-            raise bad("augment", f"must be one of {', '.join(AUGMENTS)}")
-        for name in ("train_crop_scale", "random_crop_scale"):
-            v = getattr(self, name)
-            if not (isinstance(v, tuple) and len(v) == 2 and all(is_num(x) for x in v)
-                    and 0 < v[0] <= v[1] <= 1):
-                raise bad(name, "must be two numbers 0 < min <= max <= 1 (RandomResizedCrop area fractions)")
-        if not is_num(self.flip_prob) or not 0 <= self.flip_prob <= 1:
-            raise bad("flip_prob", "must be a probability in [0, 1]")
-        if not is_num(self.test_crop_fraction) or not 0 < self.test_crop_fraction <= 1:
-            raise bad("test_crop_fraction", "must be in (0, 1] (1 = whole image, 0.875 = ImageNet's 224/256)")
-        if self.amp not in _AMP:
-            raise bad("amp", f"must be one of {', '.join(_AMP)}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -332,73 +120,7 @@ def _test_view(maker: ViewMaker, images: torch.Tensor, fraction: float) -> torch
     top, left = int(round((height - ch) / 2.0)), int(round((width - cw) / 2.0))
     boxes = torch.zeros(n, 4, device=dev)  # filled from Python scalars: no host -> device copy
     boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3] = left, top, left + cw, top + ch
-    no = torch.zeros(n, dtype=torch.bool, device=dev)
-    one = torch.ones(n, device=dev)
-    params = ViewParams("crop", boxes, no, no, one, one, one, torch.zeros(n, device=dev),
-                        torch.arange(4, device=dev).expand(n, 4), no, no, one,
-                        enabled=(False, False, False, False), blur_enabled=False)
-    return maker.render(images, [params])[0]
-
-
-def _module_device(module: nn.Module) -> torch.device | None:
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
-    return None
-
-
-@contextlib.contextmanager
-def _frozen(backbone: nn.Module, device: torch.device) -> Iterator[None]:
-    """Put every submodule in eval mode and the module on ``device``; undo both afterwards.
-
-    Parameters and buffers are never written: forwards run under ``torch.no_grad`` in eval mode
-    (BatchNorm reads its running statistics and leaves them alone), and the optimizer only
-    holds the classifier's parameters.
-    """
-    modes = [(m, m.training) for m in backbone.modules()]
-    home = _module_device(backbone)
-    backbone.eval()
-    if home is not None and home != device:
-        backbone.to(device)
-    try:
-        yield
-    finally:
-        if home is not None and home != device:
-            backbone.to(home)
-        for m, mode in modes:
-            m.training = mode
-
-
-class _Features:
-    """Frozen-backbone forward: views B x 3 x R x R -> float32 features B x D (no gradient)."""
-
-    def __init__(self, backbone: nn.Module, device: torch.device, amp: str):
-        self.backbone = backbone
-        self.device = device
-        self.amp = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-
-    @torch.no_grad()
-    def __call__(self, views: torch.Tensor) -> torch.Tensor:
-        if self.backbone.training:  # a forward hook or the module itself switched modes
-            raise EvaluationError("the backbone left eval mode during evaluation")
-        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
-        with ctx:
-            out = self.backbone(views)
-        if not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[0] != views.shape[0]:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise EvaluationError(f"the backbone must return B x D features for B images, got {got}")
-        return out.flatten(1).float()
-
-    def collect(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                prepare: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (N x D float32) and labels (N int64) of all batches, on the device."""
-        feats, labels = [], []
-        for images, y in batches:
-            images = images.to(self.device, non_blocking=True)
-            feats.append(self(prepare(images)))
-            labels.append(y.to(self.device, non_blocking=True))
-        return torch.cat(feats), torch.cat(labels)
+    return maker.render(images, [ViewParams.geometry_only("crop", boxes)])[0]
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int, split: str) -> None:
@@ -454,9 +176,9 @@ def evaluate_encoder(
     start = time.perf_counter()
     if not isinstance(protocol, LinearProtocol):
         raise TypeError(f"protocol must be a LinearProtocol, got {type(protocol).__name__}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    if not is_int(image_size) or image_size < 1:
         raise EvaluationError(f"image_size={image_size!r}: must be a positive integer (pixels)")
-    if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
+    if not is_int(knn_k) or knn_k < 1:
         raise EvaluationError(f"knn_k={knn_k!r}: must be a positive integer")
     if not (isinstance(knn_temperature, (int, float)) and knn_temperature > 0):
         raise EvaluationError(f"knn_temperature={knn_temperature!r}: must be > 0")
@@ -467,7 +189,7 @@ def evaluate_encoder(
     if n_train == 0 or n_test == 0:
         raise EvaluationError(f"empty split: {n_train} train (memory) and {n_test} test images")
     if device is None:
-        dev = _module_device(backbone) or torch.device("cpu")
+        dev = module_device(backbone) or torch.device("cpu")
     else:
         dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None:
@@ -477,7 +199,7 @@ def evaluate_encoder(
 
     rng_devices = [dev] if dev.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=rng_devices), _frozen(backbone, dev):
+        with torch.random.fork_rng(devices=rng_devices), frozen(backbone, dev):
             result = _evaluate(backbone, data, protocol, image_size, dev, knn_k, knn_temperature, progress)
     finally:
         for ds in fresh_loaders:  # end DataLoader workers this call started
@@ -495,7 +217,7 @@ def _evaluate(backbone: nn.Module, data: DataBundle, protocol: LinearProtocol, i
     p = protocol
     num_classes = len(data.classes)
     pin = dev.type == "cuda"
-    features = _Features(backbone, dev, p.amp)
+    features = FrozenFeatures(backbone, dev, p.amp)
 
     def in_order(ds):  # every image once, in index order
         return iterate_batches(ds, p.eval_batch_size, shuffle=False, seed=0, epoch=0, drop_last=False,
@@ -556,7 +278,7 @@ def _evaluate(backbone: nn.Module, data: DataBundle, protocol: LinearProtocol, i
     }
 
 
-def _train_classifier(classifier: nn.Linear, features: _Features, data: DataBundle,
+def _train_classifier(classifier: nn.Linear, features: FrozenFeatures, data: DataBundle,
                       p: LinearProtocol, image_size: int, dev: torch.device, pin: bool,
                       train_x: torch.Tensor, train_y: torch.Tensor,
                       progress: ProgressFn | None) -> dict[str, float]:
