@@ -10,7 +10,7 @@ Method (the tabular benchmark of HPOBench / NAS-Bench): running dozens of real s
 impossible on a 2-core CPU, so
 
 (a) ``build``: every cell of a grid over the searched space is trained ONCE, for every epoch up to
-    ``max_epochs``, with ``trainables.loop.train_fn_per_worker`` called directly in this process
+    ``max_epochs``, with ``trainables.loop.run_training`` called directly in this process
     (no Ray, ``torch.set_num_threads(1)``), and the kNN top-1 after EVERY epoch and the CPU
     seconds of every epoch (``time.process_time`` between two reports: steps + kNN monitor +
     checkpoint; the first epoch also carries the few-ms data load and model build) are cached in
@@ -183,8 +183,11 @@ def build_table(seeds: list[int], limit_s: float | None = None, code_note: str |
     import torch
 
     torch.set_num_threads(1)
+    import trainables.loop
     from trainables.config import TrainConfig
-    from trainables.loop import train_fn_per_worker
+
+    # engines from before the rename (e.g. the 24aaf9b snapshot of --trainables) name it train_fn_per_worker
+    run_training = getattr(trainables.loop, "run_training", None) or trainables.loop.train_fn_per_worker
 
     table = load_table()
     settings = table_settings()
@@ -220,7 +223,7 @@ def build_table(seeds: list[int], limit_s: float | None = None, code_note: str |
             })
             marks.append((wall, cpu))
 
-        train_fn_per_worker(cfg, report, keep_checkpoints=0)
+        run_training(cfg, report, keep_checkpoints=0)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         table["runs"].append({"cell": cell, "cell_key": cell_key(cell), "seed": seed, "epochs": epochs,
                               "cpu_s": cpu, "wall_s": wall})

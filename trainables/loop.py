@@ -1,6 +1,6 @@
 """The per-worker training loop of LeOCLR / MoCo-v2 (pure PyTorch; knows nothing of Ray).
 
-`train_fn_per_worker(config, report)` trains one model. It runs with world size 1 or under an
+`run_training(config, report)` trains one model. It runs with world size 1 or under an
 initialised torch.distributed process group (DDP; gloo on CPU, NCCL on GPU), so the same
 function serves `leoclr train` (one process), torchrun, and Ray Train's TorchTrainer workers.
 
@@ -426,7 +426,7 @@ class Trainer:
         return self.history[-1] if self.history else {}
 
 
-def train_fn_per_worker(
+def run_training(
     config: TrainConfig | Mapping[str, Any],
     report: ReportFn | None = None,
     *,

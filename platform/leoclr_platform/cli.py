@@ -56,7 +56,7 @@ def cmd_train(args) -> int:
     print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     print(f"output: {out}\n")
 
-    from trainables.loop import train_fn_per_worker
+    from trainables.loop import run_training
 
     header = f"{'epoch':>5} {'loss':>8} {'knn_top1':>9} {'lr':>9} {'img/s':>8} {'time_s':>7}"
     print(header)
@@ -69,8 +69,7 @@ def cmd_train(args) -> int:
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
 
-    final = train_fn_per_worker(cfg, report, resume_from=args.resume,
-                                checkpoint_dir=str(out / "checkpoints"))
+    final = run_training(cfg, report, resume_from=args.resume, checkpoint_dir=str(out / "checkpoints"))
     trained = final.get("knn_top1")
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     init = next((m["knn_top1_init"] for m in history if "knn_top1_init" in m), None)

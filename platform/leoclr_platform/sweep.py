@@ -2,7 +2,7 @@
 
 Three names, as in Ray's train/tune interop example:
 - `train_fn_per_worker(loop_config)`: runs on every Ray Train worker; calls the pure-PyTorch
-  loop (`trainables.loop.train_fn_per_worker`) with a `report` hook that forwards each epoch's
+  loop (`trainables.loop.run_training`) with a `report` hook that forwards each epoch's
   metrics and checkpoint to `ray.train.report`.
 - `train_driver_fn(config, sweep)`: the Tune function trainable (one per trial). It builds a
   `TorchTrainer` whose run is named after the trial id, so a retried or resumed trial finds its
@@ -109,7 +109,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
 
     from trainables.config import TrainConfig
     from trainables.loop import DivergenceError
-    from trainables.loop import train_fn_per_worker as loop
+    from trainables.loop import run_training as loop
 
     cfg = TrainConfig.from_dict(loop_config["train"])
     device = ray.train.torch.get_device() if loop_config.get("use_gpu") else None
@@ -196,7 +196,7 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
 
     from trainables.checkpoint import checkpoints_newest_first, prune_checkpoints, remove_partial_writes
     from trainables.loop import DivergenceError
-    from trainables.loop import train_fn_per_worker as loop
+    from trainables.loop import run_training as loop
 
     spec = sweep.spec
     run_dir = Path(sweep.train_storage) / f"trial_{trial_id}"

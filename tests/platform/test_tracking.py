@@ -258,7 +258,7 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint_and_loses_nothing(
 
     from leoclr_platform.sweep import resolved_config, run_sweep
     from mlflow_checks import assert_runs_match_outcome
-    from trainables.loop import train_fn_per_worker
+    from trainables.loop import run_training
 
     title, actor_class = TRAINING_PROCESS[launcher]
     secret = "planted-s3cr3t-4c2f9"
@@ -313,7 +313,7 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint_and_loses_nothing(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the Ray worker (OMP_NUM_THREADS=1): same float summation order
     try:
-        reference = train_fn_per_worker(config, lambda m, c: reports.append(m), checkpoint_dir=str(tmp_path / "ref"))
+        reference = run_training(config, lambda m, c: reports.append(m), checkpoint_dir=str(tmp_path / "ref"))
     finally:
         torch.set_num_threads(threads)
     # stated tolerance: losses to 1e-4 relative; kNN top-1 within 2 of the 64 test images (a

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trainables.config import TrainConfig
-from trainables.loop import train_fn_per_worker
+from trainables.loop import run_training
 
 
 @pytest.fixture(scope="module")
@@ -20,5 +20,5 @@ def trained_checkpoint(tmp_path_factory):
             dataset="photo_patches", photo_patches={"train_per_class": 8, "test_per_class": 4},
             image_size=16, backbone="small_cnn", batch_size=32, queue_size=64, epochs=1, knn_k=10,
             bn_splits=2, max_steps_per_epoch=2, device="cpu"))
-        train_fn_per_worker(cfg, checkpoint_dir=str(out))
+        run_training(cfg, checkpoint_dir=str(out))
         yield out / "epoch_0001"

@@ -215,11 +215,11 @@ def test_bn_statistics_are_averaged_over_workers(tmp_path):
 
 
 def _train_worker(rank: int, tmp: str, config: dict) -> None:
-    from trainables.loop import train_fn_per_worker
+    from trainables.loop import run_training
 
     _init(rank, tmp)
     reports = []
-    train_fn_per_worker(config, lambda m, c: reports.append(m), checkpoint_dir=f"{tmp}/ckpt")
+    run_training(config, lambda m, c: reports.append(m), checkpoint_dir=f"{tmp}/ckpt")
     torch.save({"knn_top1": reports[-1]["knn_top1"]}, f"{tmp}/out{rank}.pt")
     dist.destroy_process_group()
 

@@ -16,7 +16,7 @@ from trainables.loop import (
     DivergenceError,
     Trainer,
     lr_at,
-    train_fn_per_worker,
+    run_training,
 )
 
 TINY = dict(
@@ -56,8 +56,8 @@ def _cache(tmp_path_factory, monkeypatch):
 )
 def test_every_strategy_trains_and_reports(overrides, tmp_path):
     reports = []
-    final = train_fn_per_worker(tiny(epochs=1, **overrides), lambda m, c: reports.append((m, c)),
-                                checkpoint_dir=str(tmp_path))
+    final = run_training(tiny(epochs=1, **overrides), lambda m, c: reports.append((m, c)),
+                         checkpoint_dir=str(tmp_path))
     (metrics, ckpt), = reports
     for key in ("loss", "knn_top1", "lr", "images_per_s", "epoch_time_s", "epoch"):
         assert key in metrics, key
@@ -142,7 +142,7 @@ def test_resuming_a_finished_run_reports_its_final_metrics(tmp_path):
 
 def test_divergence_fails_clearly():
     with pytest.raises(DivergenceError, match=r"loss is not finite .* at epoch 1"):
-        train_fn_per_worker(tiny(lr=1e12, epochs=1, finite_check_every=1))
+        run_training(tiny(lr=1e12, epochs=1, finite_check_every=1))
 
 
 def test_corrupt_and_incompatible_checkpoints(tmp_path):
@@ -161,7 +161,7 @@ def test_corrupt_and_incompatible_checkpoints(tmp_path):
 
 
 def test_checkpoint_write_is_atomic_and_keeps_last_n(tmp_path):
-    train_fn_per_worker(tiny(epochs=3), checkpoint_dir=str(tmp_path), keep_checkpoints=2)
+    run_training(tiny(epochs=3), checkpoint_dir=str(tmp_path), keep_checkpoints=2)
     assert sorted(os.listdir(tmp_path)) == ["epoch_0002", "epoch_0003"]  # no temp dirs left
 
 
@@ -176,8 +176,8 @@ def _ddp_trainer_worker(rank: int, tmp: str, cache: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=rank, world_size=2)
     reports = []
-    train_fn_per_worker(tiny(epochs=2, attraction_strategy="leoclr"),
-                        lambda m, c: reports.append((m, c)), checkpoint_dir=f"{tmp}/ckpt")
+    run_training(tiny(epochs=2, attraction_strategy="leoclr"),
+                 lambda m, c: reports.append((m, c)), checkpoint_dir=f"{tmp}/ckpt")
     trainer_state = torch.load(reports[-1][1] + "/checkpoint.pt", weights_only=True) if rank == 0 else None
     torch.save({"reports": [m for m, _ in reports], "ckpts": [c for _, c in reports], "state": trainer_state},
                f"{tmp}/out{rank}.pt")
@@ -199,7 +199,7 @@ def test_two_process_training_agrees_across_ranks(tmp_path):
 # faults: a corrupt latest checkpoint, a full disk
 def test_resume_falls_back_to_the_previous_good_checkpoint(tmp_path, capsys):
     ckpts = tmp_path / "ckpts"
-    straight = train_fn_per_worker(tiny(epochs=3), checkpoint_dir=str(ckpts), keep_checkpoints=None)
+    straight = run_training(tiny(epochs=3), checkpoint_dir=str(ckpts), keep_checkpoints=None)
     latest = ckpts / "epoch_0003" / CHECKPOINT_FILE
     latest.write_bytes(latest.read_bytes()[:1000])  # truncated (a crash mid-copy, a bad disk)
     trainer = Trainer(tiny(epochs=3))
@@ -212,7 +212,7 @@ def test_resume_falls_back_to_the_previous_good_checkpoint(tmp_path, capsys):
 
 def test_resume_names_the_file_when_no_checkpoint_is_good(tmp_path):
     ckpts = tmp_path / "ckpts"
-    train_fn_per_worker(tiny(epochs=1), checkpoint_dir=str(ckpts))
+    run_training(tiny(epochs=1), checkpoint_dir=str(ckpts))
     bad = ckpts / "epoch_0001" / CHECKPOINT_FILE
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=f"{bad}: unreadable checkpoint"):
