@@ -7,6 +7,7 @@
 - `concat_all_gather`: keys from all workers, rank order, no gradient (MoCo's queue update).
 - `all_gather_with_grad`: embeddings from all workers with gradient (end-to-end negatives).
 - `all_gather_variable`: rows of a different count per worker (padded, then trimmed).
+- `ddp_options`, `wrap_ddp`: the query encoder under DistributedDataParallel.
 - `shuffle_bn_forward`: the key encoder sees a batch shuffled across workers (shuffle-BN, MoCo
   Sec. 3.3) so BN statistics cannot leak which key is the positive; on one process the batch is
   shuffled within itself and SplitBatchNorm splits it into groups, as in the official demo.
@@ -15,10 +16,11 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 def is_distributed() -> bool:
@@ -70,6 +72,36 @@ def broadcast_(x: torch.Tensor, src: int = 0) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(x, src=src)
     return x
+
+
+def ddp_options() -> dict[str, Any]:
+    """DistributedDataParallel settings of the query encoder (see docs/performance.md).
+
+    - gradient_as_bucket_view: gradients live in the all-reduce buckets (no copy into and out of
+      them, one gradient-sized buffer less); the training step zeroes instead of dropping them.
+    - no buffer broadcast before every forward: BN buffers (running statistics) never affect a
+      training step (batch statistics are used; with shuffle-BN each rank's BN sees its own
+      shuffled share of the keys, exactly as in the official MoCo code), so the per-forward
+      broadcast is pure overhead; `average_float_buffers` aligns them once per epoch, before the
+      kNN monitor and the checkpoint read them. Parameters are still broadcast from rank 0 at
+      construction (all ranks also initialise from the same seed).
+    """
+    import inspect
+
+    options: dict[str, Any] = {"gradient_as_bucket_view": True}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        options["forward_sync_buffers"] = False  # torch >= 2.13 (broadcast_buffers deprecated)
+    else:
+        options["broadcast_buffers"] = False
+    return options
+
+
+def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` under DistributedDataParallel (``ddp_options``) when distributed, else itself."""
+    if not is_distributed():
+        return module
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids, **ddp_options())
 
 
 @torch.no_grad()

@@ -30,7 +30,6 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trainables import distributed
 from trainables.checkpoint import (
@@ -65,30 +64,8 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError(f"device='cuda' but no CUDA device is visible to this process")
+        raise ConfigError("no CUDA device is visible to this process", key="device", value=cfg.device)
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-
-
-def ddp_options() -> dict[str, Any]:
-    """DistributedDataParallel settings of the query encoder (see docs/performance.md).
-
-    - gradient_as_bucket_view: gradients live in the all-reduce buckets (no copy into and out of
-      them, one gradient-sized buffer less); `train_step` zeroes instead of dropping them.
-    - no buffer broadcast before every forward: BN buffers (running statistics) never affect a
-      training step (batch statistics are used; with shuffle-BN each rank's BN sees its own
-      shuffled share of the keys, exactly as in the official MoCo code), so the per-forward
-      broadcast is pure overhead; `Trainer.sync_bn_statistics` aligns them once per epoch, before
-      the kNN monitor and the checkpoint read them. Parameters are still broadcast from rank 0
-      at construction (all ranks also initialise from the same seed).
-    """
-    import inspect
-
-    options: dict[str, Any] = {"gradient_as_bucket_view": True}
-    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
-        options["forward_sync_buffers"] = False  # torch >= 2.13 (broadcast_buffers deprecated)
-    else:
-        options["broadcast_buffers"] = False
-    return options
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
@@ -106,16 +83,16 @@ class Trainer:
         self.cfg = cfg
         self.rank, self.world = distributed.rank(), distributed.world_size()
         if cfg.batch_size % self.world:
-            raise ConfigError(
-                f"batch_size={cfg.batch_size} is not divisible by the {self.world} workers"
-            )
+            raise ConfigError(f"must be divisible by the {self.world} workers", key="batch_size",
+                              value=cfg.batch_size)
         self.local_batch = cfg.batch_size // self.world
         self.bn_splits = cfg.bn_splits or (8 if self.world == 1 else 1)
         split_bn = self.world == 1 and cfg.mechanism == "momentum" and cfg.shuffle_bn and self.bn_splits > 1
         if split_bn and self.local_batch % self.bn_splits:  # checked before any data is loaded
             zero = " (0 means 8 on one process)" if not cfg.bn_splits else ""
-            raise ConfigError(f"batch_size={cfg.batch_size}: must be divisible by bn_splits={self.bn_splits}"
-                              f"{zero}: SplitBatchNorm needs equal groups; change batch_size or bn_splits")
+            raise ConfigError(f"must be divisible by bn_splits={self.bn_splits}{zero}: SplitBatchNorm needs "
+                              "equal groups; change batch_size or bn_splits", key="batch_size",
+                              value=cfg.batch_size)
         self.device = device or resolve_device(cfg)
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and cuda)
@@ -134,10 +111,8 @@ class Trainer:
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         if self.steps_per_epoch == 0:
-            raise ConfigError(
-                f"batch_size={cfg.batch_size}: the {cfg.dataset} training set has "
-                f"{len(self.data.pretrain)} images, fewer than one global batch"
-            )
+            raise ConfigError(f"the {cfg.dataset} training set has {len(self.data.pretrain)} images, "
+                              "fewer than one global batch", key="batch_size", value=cfg.batch_size)
         # views are written straight in the layout the encoders read (no conversion copy)
         self.views = ViewMaker(ViewConfig(size=cfg.resolved_view_size, crop_scale=tuple(cfg.crop_scale),
                                           preset=cfg.augmentation, blur_prob=cfg.blur_prob),
@@ -156,10 +131,7 @@ class Trainer:
             self.ema = EmaUpdater(self.key_encoder, self.query_encoder)
             queue_gen = torch.Generator().manual_seed(_seed_for(cfg.seed, "queue"))
             self.queue = KeyQueue(cfg.queue_size, cfg.embedding_dim, queue_gen).to(self.device)
-        self.query_fwd = self.query_encoder
-        if distributed.is_distributed():
-            self.query_fwd = DDP(self.query_encoder, device_ids=[self.device.index] if cuda else None,
-                                 **ddp_options())
+        self.query_fwd = distributed.wrap_ddp(self.query_encoder, self.device)
         self.key_fwd = self.key_encoder
         if cfg.compile:
             self.query_fwd = torch.compile(self.query_fwd)

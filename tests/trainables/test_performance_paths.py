@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from test_loop import TINY as LOOP_TINY
 from trainables.config import TrainConfig
 from trainables.data import DevicePrefetcher, TensorImageDataset, iterate_batches
-from trainables.loop import Trainer, ddp_options
+from trainables.distributed import ddp_options
+from trainables.loop import Trainer
 from trainables.models import (
     EmaUpdater,
     Encoder,
