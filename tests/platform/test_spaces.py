@@ -357,6 +357,9 @@ BAD = [
     ("section-wrong-type", edit(_set("budget", [4, 2])), False, "budget", "must be a mapping"),
     ("unknown-base-key", edit(_set("base.batchsize", 64)), False, "base.batchsize",
      "did you mean 'batch_size'"),
+    # the config's did-you-mean (trainables.validation): a prefix beats difflib's 'amp'
+    ("unknown-base-key-prefix", edit(_set("base.warmup", 1)), False, "base.warmup",
+     "did you mean 'warmup_epochs'"),
     ("base-wrong-type", edit(_set("base.lr", "fast")), False, "base.lr", "expected a number"),
     ("base-yaml-bool", "base: {amp: off}\nspace: {lr: {uniform: [0.01, 0.1]}}\nbudget: {trials: 2}\n",
      False, "base.amp", "quote the value"),
