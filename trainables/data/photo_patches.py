@@ -33,7 +33,7 @@ PHOTO_PATCH_CLASSES = (
     "astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel",
     "hubble_deep_field", "ihc", "moon", "motorcycle_left", "page", "retina", "rocket", "text",
 )
-#: Defaults of the ``photo_patches`` options dict (``data.photo_patches`` in a config).
+#: Defaults of the ``photo_patches`` options dict (the ``photo_patches`` key of a config).
 PHOTO_PATCHES_DEFAULTS: dict[str, Any] = {
     "train_per_class": 256,
     "test_per_class": 64,
