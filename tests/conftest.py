@@ -20,3 +20,11 @@ def _isolated_stores(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """End-to-end tests (tests/e2e/: real Ray runtimes and sweeps, minutes) run after every fast
+    test, whatever order the folders sort in: a broken unit fails first, and the in-process Ray
+    runtime they share is started only after the tests that must run without one."""
+    e2e = [item for item in items if "e2e" in item.path.parts]
+    items[:] = [item for item in items if "e2e" not in item.path.parts] + e2e

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -107,37 +108,40 @@ def _sweep_parser(sub) -> None:
 
 def cmd_sweep(args) -> int:
     from leoclr_platform import spaces
-    from leoclr_platform.sweep import print_outcome, run_sweep
+    from leoclr_platform.sweep import SweepRequest, print_outcome, run_sweep
 
+    request = SweepRequest(name=args.name, storage=args.storage, study_storage=args.study_storage,
+                           address=args.address, num_cpus=args.num_cpus, tracking_uri=args.tracking_uri,
+                           experiment=args.experiment, track=not args.no_tracking,
+                           tracking_timeout=args.tracking_timeout)
     if args.resume:
         if args.space:
             print("leoclr: note: SPACE is ignored with --resume (the sweep's own copy is used)")
-        outcome = run_sweep(None, name=args.resume, storage=args.storage, study_storage=args.study_storage,
-                            address=args.address, resume=True, num_cpus=args.num_cpus,
-                            tracking_uri=args.tracking_uri, experiment=args.experiment,
-                            track=not args.no_tracking, tracking_timeout=args.tracking_timeout)
+        request = dataclasses.replace(request, name=args.resume, resume=True)
     else:
         if not args.space:
-            raise spaces.SpaceError("leoclr sweep: give a search space (a shipped name or a YAML path): "
-                                    + ", ".join(spaces.named_spaces()))
+            raise spaces.SpaceError("give a search space (a shipped name or a YAML path): "
+                                    + ", ".join(spaces.named_spaces()), source="leoclr sweep")
         spec = spaces.load_space(args.space)  # everything is validated here, before Ray starts
         if args.smoke_test:
             spec = smoke_space(spec)
         if args.dry_run:
-            print(spaces.describe(spec))
-            print("\nfirst configurations:")
-            for cfg in spaces.sample_configs(spec, min(5, spec.total_trials())):
-                print("  " + json.dumps(cfg))
+            print_dry_run(spec)
             return 0
-        outcome = run_sweep(spec, name=args.name, storage=args.storage, study_storage=args.study_storage,
-                            address=args.address, num_cpus=args.num_cpus, trials=args.trials,
-                            max_epochs=args.max_epochs, tracking_uri=args.tracking_uri,
-                            experiment=args.experiment, track=not args.no_tracking,
-                            tracking_timeout=args.tracking_timeout)
-    print_outcome(outcome, outcome_metric(outcome))
-    if outcome.best is None:
-        return 1
-    return 0
+        request = dataclasses.replace(request, space=spec, trials=args.trials, max_epochs=args.max_epochs)
+    outcome = run_sweep(request)
+    print_outcome(outcome)
+    return 0 if outcome.best is not None else 1
+
+
+def print_dry_run(spec) -> None:
+    """`leoclr sweep --dry-run`: the resolved space and the first configurations it would run."""
+    from leoclr_platform import spaces
+
+    print(spaces.describe(spec))
+    print("\nfirst configurations:")
+    for cfg in spaces.sample_configs(spec, min(5, spec.total_trials())):
+        print("  " + json.dumps(cfg))
 
 
 SWEEP_SMOKE_BASE = {
@@ -154,8 +158,6 @@ SWEEP_SMOKE_BASE = {
 
 def smoke_space(spec):
     """The same space on tiny settings: keys it searches are kept, fixed ones are shrunk."""
-    import dataclasses
-
     from leoclr_platform import spaces
 
     base = {**spec.base, **{k: v for k, v in SWEEP_SMOKE_BASE.items() if spec.param(k) is None}}
@@ -164,13 +166,6 @@ def smoke_space(spec):
                                max_epochs=1, grace_period=1, seeds=spec.seeds[:1])
     spaces.validate_space(spec)
     return spec
-
-
-def outcome_metric(outcome) -> str:
-    from leoclr_platform.spaces import parse_space
-
-    meta = json.loads((Path(outcome.root) / "sweep.json").read_text())
-    return parse_space(meta["space_text"], source=meta["space_source"]).metric
 
 
 def _tracking_args(p) -> None:
@@ -190,14 +185,14 @@ def cmd_ui(args) -> int:
     import shutil
     import subprocess
 
-    from leoclr_platform import tracking as T
+    from leoclr_platform import tracking
 
-    uri = T.resolve_tracking_uri(args.tracking_uri)
-    if not T.is_local_store(uri):
-        print(f"the tracking store is already served: open {T.redact_uri(uri)} in a browser")
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    if not tracking.is_local_store(uri):
+        print(f"the tracking store is already served: open {tracking.redact_uri(uri)} in a browser")
         return 0
-    T.check_store(uri)  # creates the schema if this is a fresh store
-    artifacts = T.sqlite_path(uri).parent / "mlartifacts"
+    tracking.check_store(uri)  # creates the schema if this is a fresh store
+    artifacts = tracking.sqlite_path(uri).parent / "mlartifacts"
     mlflow_bin = shutil.which("mlflow", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     command = [mlflow_bin or "mlflow", "server", "--backend-store-uri", uri, "--artifacts-destination", str(artifacts),
                "--host", args.host, "--port", str(args.port), "--workers", "1"]
@@ -225,10 +220,10 @@ def _promote_parser(sub) -> None:
 
 
 def cmd_promote(args) -> int:
-    from leoclr_platform import tracking as T
-    from leoclr_platform.promotion import promote
+    from leoclr_platform.registry import promote
+    from leoclr_platform.tracking import resolve_tracking_uri
 
-    promote(T.resolve_tracking_uri(args.tracking_uri), sweep=args.sweep, run_id=args.run_id, metric=args.metric,
+    promote(resolve_tracking_uri(args.tracking_uri), sweep=args.sweep, run_id=args.run_id, metric=args.metric,
             mode=args.mode, alias=args.alias, model_name=args.model_name)
     return 0
 
@@ -254,8 +249,8 @@ def _evaluate_parser(sub) -> None:
 def cmd_evaluate(args) -> int:
     from trainables.config import parse_overrides
 
-    from leoclr_platform import tracking as T
-    from leoclr_platform.promotion import evaluate_model
+    from leoclr_platform.evaluation import evaluate_model
+    from leoclr_platform.tracking import resolve_tracking_uri
 
     overrides = parse_overrides(args.overrides)
     if args.smoke_test:
@@ -264,7 +259,7 @@ def cmd_evaluate(args) -> int:
         overrides["epochs"] = args.linear_epochs
     if args.augment:
         overrides["augment"] = args.augment
-    evaluate_model(T.resolve_tracking_uri(args.tracking_uri), args.model, dataset=args.dataset,
+    evaluate_model(resolve_tracking_uri(args.tracking_uri), args.model, dataset=args.dataset,
                    data_root=args.data_root, protocol_overrides=overrides, device=args.device, address=args.address)
     return 0
 
@@ -278,10 +273,10 @@ def _report_parser(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from leoclr_platform import tracking as T
-    from leoclr_platform.reporting import report_sweep
+    from leoclr_platform.report.command import report_sweep
+    from leoclr_platform.tracking import resolve_tracking_uri
 
-    report_sweep(T.resolve_tracking_uri(args.tracking_uri), args.name, args.out)
+    report_sweep(resolve_tracking_uri(args.tracking_uri), args.name, args.out)
     return 0
 
 
@@ -316,20 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     args = build_parser().parse_args(argv)
-    from trainables.checkpoint import CheckpointError
-    from trainables.config import ConfigError
-    from trainables.data import DatasetError
     from trainables.eval import EvaluationError
     from trainables.loop import DivergenceError
-    from leoclr_platform.promotion import RegistryError
-    from leoclr_platform.spaces import SpaceError
-    from leoclr_platform.sweep import SweepError
-    from leoclr_platform.tracking import TrackingError
+    from trainables.validation import InputError
 
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, CheckpointError, SpaceError, SweepError, TrackingError, RegistryError,
-            EvaluationError) as exc:
+    except (InputError, EvaluationError) as exc:  # every engine and platform refusal (errors.py)
         print(f"leoclr: error: {exc}", file=sys.stderr)
         return 2
     except DivergenceError as exc:

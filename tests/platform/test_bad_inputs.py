@@ -38,9 +38,9 @@ import pytest
 import ray
 from PIL import Image
 
-from leoclr_platform import cli, promotion, tracking
+from leoclr_platform import cli, evaluation, tracking
 import trainables.eval
-from leoclr_platform import report as report_module
+from leoclr_platform.report import command as report_command
 from trainables.config import TrainConfig
 from trainables.loop import Trainer
 
@@ -534,9 +534,9 @@ def test_bad_input(row: Row, tmp_path, monkeypatch, capsys, checkpoint_dir, stor
     # evaluation, a report, the UI server
     monkeypatch.setattr(tracking.SweepTracker, "open", guard("SweepTracker.open"))
     monkeypatch.setattr("mlflow.register_model", guard("mlflow.register_model"))
-    monkeypatch.setattr(promotion, "download_encoder", guard("promotion.download_encoder"))
+    monkeypatch.setattr(evaluation, "download_encoder", guard("evaluation.download_encoder"))
     monkeypatch.setattr(trainables.eval, "evaluate_encoder", guard("evaluate_encoder"))
-    monkeypatch.setattr(report_module, "build_report", guard("build_report"))
+    monkeypatch.setattr(report_command, "build_report", guard("build_report"))
     monkeypatch.setattr(subprocess, "call", guard("subprocess.call"))
 
     start = time.perf_counter()

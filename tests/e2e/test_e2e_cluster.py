@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from processes import free_port
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +136,3 @@ def test_ray_job_submit_with_python_dash_m(cluster):
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
     summary = json.loads((storage / "jobmodule" / "summary.json").read_text())
     assert len(summary["trials"]) == 2 and summary["errors"] == 0
-
-
-def test_unreachable_address_is_a_clear_error(tmp_path):
-    port = free_port()  # nothing listens there
-    proc = subprocess.run([sys.executable, "-m", "leoclr_platform", "sweep", "smoke", "--address",
-                           f"127.0.0.1:{port}", "--storage", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert f"cannot connect to the Ray cluster at '127.0.0.1:{port}'" in proc.stderr

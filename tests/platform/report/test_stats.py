@@ -1,4 +1,4 @@
-"""stats.py against hand computations (closed forms of the t distribution for df 1 and 2, a
+"""report/stats.py against hand computations (closed forms of the t distribution for df 1 and 2, a
 worked t interval and paired test) and, where installed, against scipy."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from leoclr_platform import stats
+from leoclr_platform.report import stats
 
 
 @pytest.mark.parametrize("t", [-3.0, -0.5, 0.0, 0.7, 2.0, 12.7062])

@@ -9,7 +9,7 @@ def tracked_runs(uri: str, sweep: str):
     """(parent run, {trial_id: child run}) of a sweep, straight from the tracking API."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     exps = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(exps, f"tags.sweep = '{sweep}' AND tags.role = 'sweep'")
     assert len(parents) == 1, [p.info.run_name for p in parents]

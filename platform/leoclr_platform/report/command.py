@@ -1,19 +1,22 @@
 """`leoclr report NAME`: read a sweep back from MLflow and write its ablation report.
 
 The records come from the tracking store (the parent run's params say what was searched, each
-child run holds its resolved config, final metrics and per-epoch history); `report.py` turns
-them into the table and plots. The files go to `<out>` (default `<storage>/<sweep>/report/`) and
-are logged as artifacts of the sweep's parent run under `report/`.
+child run holds its resolved config, final metrics and per-epoch history); `build.py` turns
+them into the table and plots. The files go to `<out>` (default `<storage>/<sweep>/report/`)
+and are logged as artifacts of the sweep's parent run under `report/`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from leoclr_platform import tracking as T
-from leoclr_platform.promotion import find_sweep_run, sweep_objective, trial_runs
+from leoclr_platform import tracking
+from leoclr_platform.errors import TrackingError
+from leoclr_platform.registry import find_sweep_run, sweep_objective, trial_runs
+from leoclr_platform.report.build import Report, build_report
+from leoclr_platform.report.records import RunRecord
 
 
 def typed(value: str) -> Any:
@@ -37,9 +40,7 @@ def typed(value: str) -> Any:
 
 def sweep_records(uri: str, sweep: str):
     """(parent run, [RunRecord]) of a sweep, from the tracking store."""
-    from leoclr_platform.report import RunRecord
-
-    c = T.client(uri)
+    c = tracking.client(uri)
     parent = find_sweep_run(c, sweep)
     metric, _ = sweep_objective(parent)
     records = []
@@ -57,24 +58,25 @@ def sweep_records(uri: str, sweep: str):
     return parent, records
 
 
-def report_sweep(uri: str, sweep: str, out_dir: str | Path | None = None, out=print):
-    from leoclr_platform.report import build_report
-
-    T.check_store(uri)
-    T.use_store(uri)
+def report_sweep(uri: str, sweep: str, out_dir: str | Path | None = None,
+                 out: Callable[[str], None] = print) -> Report:
+    """Write the report of sweep `sweep` from store `uri`, log it to the sweep's run, print the table."""
+    tracking.check_store(uri)
+    tracking.use_store(uri)
     parent, records = sweep_records(uri, sweep)
     if not records:
-        raise T.TrackingError(f"sweep {sweep!r} has no trial runs in {T.redact_uri(uri)} yet")
+        shown = tracking.redact_uri(uri)
+        raise TrackingError(f"has no trial runs in {shown} yet", key="sweep", value=sweep,
+                            message=f"sweep {sweep!r} has no trial runs in {shown} yet")
     metric, mode = sweep_objective(parent)
     params = parent.data.params
-    searched = typed(params.get("searched", "[]")) or []
-    max_epochs = typed(params.get("max_epochs", "None"))
     if out_dir is None:
         results = params.get("results")
         out_dir = Path(results) / "report" if results and "://" not in results else Path.cwd() / f"report-{sweep}"
-    report = build_report(records, metric=metric, mode=mode, searched=searched, grid=params.get("mode") == "grid",
-                          title=f"Ablation report: sweep {sweep}", out_dir=out_dir, max_epochs=max_epochs)
-    c = T.client(uri)
+    report = build_report(records, metric=metric, mode=mode, searched=typed(params.get("searched", "[]")) or [],
+                          grid=params.get("mode") == "grid", title=f"Ablation report: sweep {sweep}",
+                          out_dir=out_dir, max_epochs=typed(params.get("max_epochs", "None")))
+    c = tracking.client(uri)
     for path in report.files.values():
         c.log_artifact(parent.info.run_id, str(path), "report")
     out(report.markdown.split("\n![", 1)[0].rstrip())

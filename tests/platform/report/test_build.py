@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import math
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from PIL import Image
 from leoclr_platform import report as R
 from leoclr_platform.report import RunRecord, build_report
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SEARCHED = ["attraction_strategy", "temperature", "key_momentum", "queue_size"]
 
 
@@ -379,7 +378,7 @@ def test_no_run_has_any_history():
 
 
 def test_module_imports_neither_mlflow_nor_ray():
-    code = ("import sys; import leoclr_platform.report; "
+    code = ("import sys; import leoclr_platform.report, leoclr_platform.report.stats; "
             "bad = [m for m in ('mlflow', 'ray', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -1,8 +1,9 @@
-"""The Ray Tune callback that mirrors a sweep's trials into MLflow (see tracking.py).
+"""The Ray Tune callback that mirrors a sweep's trials into MLflow through a `SweepTracker`.
 
 It runs in the sweep driver, so MLflow has one writer; metrics are rank 0's (Ray Train forwards
 rank 0's `ray.train.report` to Tune). All calls go through the tracker's background logger:
-Tune's event loop never waits for the tracking store.
+Tune's event loop never waits for the tracking store. Importing this module imports Ray (for
+`ray.tune.Callback`), which is why the tracking package does not import it eagerly.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 from ray.tune import Callback
 
-from leoclr_platform.tracking import SweepTracker
+from leoclr_platform.tracking.sweep_runs import SweepTracker
 
 
 class NullCallback(Callback):
@@ -21,6 +22,14 @@ class NullCallback(Callback):
 
 
 class MlflowTrialCallback(Callback):
+    """Tune's trial events -> the tracker: start (with the epochs already on disk), each result,
+    the end (FINISHED when every epoch ran, KILLED when ASHA stopped it, FAILED with a reason).
+
+    resolve_config(trial.config) -> the trial's resolved TrainConfig as a dict;
+    disk_history(trial_id) -> {epoch: metrics} on disk (non-empty for a restarted trial);
+    error_line(error) -> the one-line reason of a trial's error.
+    """
+
     def __init__(self, tracker: SweepTracker, *, resolve_config: Callable[[Mapping[str, Any]], dict[str, Any]],
                  disk_history: Callable[[str], dict[int, dict[str, Any]]], error_line: Callable[[Any], str | None]):
         self.tracker = tracker
@@ -32,7 +41,6 @@ class MlflowTrialCallback(Callback):
         return (NullCallback, ())
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        # history on disk: non-empty only for a trial that restarts (worker retry, --resume)
         self.tracker.trial_started(trial.trial_id, self._resolve_config(trial.config),
                                    history=self._disk_history(trial.trial_id))
 

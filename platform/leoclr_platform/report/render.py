@@ -1,0 +1,156 @@
+"""The report as files: the table in Markdown, self-contained HTML and CSV, and runs.csv.
+
+`ablation.html` embeds the PNGs as base64 data URIs with inline CSS, so the single file opens
+anywhere (e.g. as an MLflow artifact); the CSVs hold numbers at full precision (blank = none).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from leoclr_platform.report.records import (
+    STRATEGY,
+    TABLE_STATS,
+    RunRecord,
+    effective_status,
+    format_value,
+    run_epochs,
+    run_value,
+    seed_of,
+    status_of,
+)
+
+_HEADERS = {
+    "n": "n", "mean": "mean", "std": "std", "mean_std": "mean ± std", "best": "best",
+    "best_trial": "best trial", "best_params": "best hyperparameters", "stopped": "stopped",
+    "failed": "failed",
+}
+
+
+def _cell(col: str, v: Any, dec: int) -> str:
+    """Display text of one table cell."""
+    if col in ("mean", "std", "best"):
+        return "-" if v is None else f"{v:.{dec}f}"
+    if col in ("best_trial", "best_params"):
+        return v or "-"
+    if col in TABLE_STATS:
+        return str(v)
+    return format_value(col, v)
+
+
+def _csv_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def status_counts(records: Sequence[RunRecord], max_epochs: int | None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for rec in records:
+        s = effective_status(rec, max_epochs)
+        counts[s] = counts.get(s, 0) + 1
+    return counts
+
+
+def summary_text(records, metric, mode, grid, group_cols, counts, reclassified, no_value) -> str:
+    total = len(records)
+    names = {"FINISHED": "finished", "KILLED": "stopped early (ASHA)", "FAILED": "failed",
+             "RUNNING": "still running"}
+    parts = [f"{counts[s]} {names[s]}" for s in names if counts.get(s)]
+    parts += [f"{c} {s.lower()}" for s, c in sorted(counts.items()) if s not in names]
+    groups = " x ".join(f"`{c}`" for c in group_cols)
+    text = (f"Compared the final `{metric}` ({'higher' if mode == 'max' else 'lower'} is better) of "
+            f"{total} run{'s' if total != 1 else ''}: {', '.join(parts)}. "
+            f"{'Grid sweep' if grid else 'Search sweep'}, one row per {groups}; mean ± std "
+            f"(sample std) over finished runs only, stopped and failed runs are counted apart.")
+    if reclassified:
+        text += (f" {reclassified} run{'s' if reclassified != 1 else ''} recorded as finished but "
+                 f"short of the full epochs {'are' if reclassified != 1 else 'is'} counted as stopped.")
+    if no_value:
+        text += (f" {no_value} finished run{'s' if no_value != 1 else ''} without a `{metric}` "
+                 f"value {'are' if no_value != 1 else 'is'} left out.")
+    if not counts.get("FINISHED") or counts.get("FINISHED") == no_value:
+        text += " No finished run has a value, so the table has no means."
+    return text
+
+
+def markdown(title, summary, columns, rows, dec) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    head = [esc(_HEADERS.get(c, c)) for c in columns]
+    lines = [f"# {title}", "", summary, "",
+             "| " + " | ".join(head) + " |",
+             "| " + " | ".join("---:" if c in ("n", "mean", "std", "mean_std", "best", "stopped", "failed")
+                              else "---" for c in columns) + " |"]
+    for row in rows:
+        lines.append("| " + " | ".join(esc(_cell(c, row[c], dec)) for c in columns) + " |")
+    lines += ["", "![learning curves](learning_curves.png)", "",
+              "![objective vs searched parameters](objective_vs_params.png)", ""]
+    return "\n".join(lines)
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;
+color:#222;max-width:1400px}table{border-collapse:collapse;margin:1em 0;font-size:14px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f2f2f2}
+td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%;display:block;
+margin:1em 0}"""
+
+
+def html_page(title, summary_md, columns, rows, dec, images: dict[str, bytes]) -> str:
+    # the summary uses `code` spans; render them as <code>
+    parts = html.escape(summary_md).split("`")
+    summary = "".join(p if i % 2 == 0 else f"<code>{p}</code>" for i, p in enumerate(parts))
+    numeric = {"n", "mean", "std", "mean_std", "best", "stopped", "failed"}
+    out = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+           f"<h1>{html.escape(title)}</h1>", f"<p>{summary}</p>", "<table>", "<thead><tr>"]
+    out += [f"<th>{html.escape(_HEADERS.get(c, c))}</th>" for c in columns]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        cells = "".join(("<td class=\"num\">" if c in numeric else "<td>")
+                        + html.escape(_cell(c, row[c], dec)) + "</td>" for c in columns)
+        out.append(f"<tr>{cells}</tr>")
+    out.append("</tbody></table>")
+    for name, alt in (("learning_curves.png", "learning curves"),
+                      ("objective_vs_params.png", "objective vs searched parameters")):
+        data = base64.b64encode(images[name]).decode("ascii")
+        out.append(f"<h2>{html.escape(alt)}</h2>")
+        out.append(f"<img alt=\"{html.escape(alt)}\" src=\"data:image/png;base64,{data}\">")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_csv_cell(row.get(c)) for c in columns])
+
+
+def runs_table(records, metric, mode, searched, group_cols, max_epochs):
+    extra = [c for c in group_cols if c != STRATEGY]
+    extra += [k for k in searched if k not in extra and k not in (STRATEGY, "seed", "epochs")]
+    columns = ["trial_id", "run_id", "status", "counted_as", STRATEGY, "seed", "epochs", metric] + extra
+    sign = 1.0 if mode == "max" else -1.0
+    rows = []
+    for rec in records:
+        params = rec.params or {}
+        value = run_value(rec, metric)
+        counted = {"FINISHED": "finished" if value is not None else "no value",
+                   "KILLED": "stopped", "FAILED": "failed"}.get(effective_status(rec, max_epochs), "-")
+        row = {"trial_id": rec.trial_id, "run_id": rec.run_id, "status": status_of(rec), "counted_as": counted,
+               STRATEGY: params.get(STRATEGY), "seed": seed_of(rec), "epochs": run_epochs(rec),
+               metric: value}
+        row.update({k: params.get(k) for k in extra})
+        rows.append(row)
+    # best first among runs with a value (stable: ties keep input order), then the rest
+    rows.sort(key=lambda r: (r[metric] is None, -sign * r[metric] if r[metric] is not None else 0.0))
+    return columns, rows

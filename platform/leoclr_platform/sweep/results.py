@@ -1,0 +1,113 @@
+"""A finished (or stopped) sweep as a table: one row per trial, the best trial, summary.json.
+
+Also what is on disk of one trial (`disk_history`): the epochs its checkpoint's history and
+Tune's result.json hold, which tracking replays after a restart and `leoclr sync` from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from leoclr_platform.spaces import SweepSpec, decode_sampled
+from leoclr_platform.sweep.paths import SUMMARY_FILE, is_uri, latest_checkpoint, trial_id_from_path
+
+#: A row's status: COMPLETED (every epoch), STOPPED (by ASHA, after `epochs`), ERROR.
+ROW_STATUSES = ("COMPLETED", "STOPPED", "ERROR")
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    root: str
+    best: dict[str, Any] | None  # trial_id, config, metric value, checkpoint
+    trials: list[dict[str, Any]]  # one row per trial: id, status, epochs, metric, params
+    errors: int
+    tracking: dict[str, Any] | None = None  # uri, experiment, parent run id, undelivered calls
+    metric: str = "knn_top1"  # the objective the rows and the best trial are ranked by
+
+
+def summarize(spec: SweepSpec, name: str, root: str, results: Iterable) -> SweepOutcome:
+    """Tune's results (`ray.tune.ResultGrid`, or objects with config/metrics/error/path) ->
+    the outcome table; written to `<root>/summary.json` for a local root."""
+    rows = [_row(spec, r) for r in results]
+    best = best_trial(spec, rows)
+    if best is not None:
+        # the checkpoint of the value reported above (the trial's last epoch), which is also
+        # the encoder the tracking logs for it (not the trial's best-scoring epoch)
+        best["checkpoint"] = latest_checkpoint(root, best["trial_id"])
+    outcome = SweepOutcome(name=name, root=root, best=best, trials=rows,
+                           errors=sum(r["status"] == "ERROR" for r in rows), metric=spec.metric)
+    if not is_uri(root):
+        (Path(root) / SUMMARY_FILE).write_text(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
+    return outcome
+
+
+def _row(spec: SweepSpec, result) -> dict[str, Any]:
+    config = result.config or {}
+    sampled = decode_sampled(spec, config.get("cell", config))
+    seed = sampled.pop("seed", None)
+    metrics = result.metrics or {}
+    epochs = metrics.get("epoch")
+    if result.error:
+        status = "ERROR"
+    elif epochs is not None and epochs < spec.max_epochs:
+        status = "STOPPED"  # by ASHA, after `epochs` epochs
+    else:
+        status = "COMPLETED"
+    return {"trial_id": metrics.get("trial_id") or trial_id_from_path(result.path),
+            "status": status, "epochs": epochs, spec.metric: metrics.get(spec.metric),
+            "params": sampled, "seed": seed, "error": error_line(result.error), "path": result.path}
+
+
+def best_trial(spec: SweepSpec, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best row by the objective among trials that ran every epoch, if any (a trial ASHA
+    stopped early reports an earlier epoch's value, not comparable with a finished one's; in
+    benchmarks/search_efficiency.py's replays 15 % of sweeps would otherwise have named a
+    stopped trial); else the best stopped one. A copy; ties go to the first row."""
+    finished = [r for r in rows if r["status"] == "COMPLETED" and r[spec.metric] is not None]
+    candidates = finished or [r for r in rows if r["status"] != "ERROR" and r[spec.metric] is not None]
+    sign = 1 if spec.metric_mode == "max" else -1
+    best = None
+    for row in candidates:
+        if best is None or sign * row[spec.metric] > sign * best[spec.metric]:
+            best = row
+    return dict(best) if best is not None else None
+
+
+def error_line(error: BaseException | None) -> str | None:
+    """The one-line reason of a trial's error: the trial's own exception when Ray wrapped it
+    (`RayTaskError.cause`), else the last line of the message (Ray puts the cause last)."""
+    if error is None:
+        return None
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        error = cause
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def disk_history(root: str, trial_id: str) -> dict[int, dict[str, Any]]:
+    """Every epoch of a trial that is on disk: the latest checkpoint's history, plus Tune's
+    result.json lines (epochs reported without a checkpoint). Empty for a new trial."""
+    history: dict[int, dict[str, Any]] = {}
+    if is_uri(root):
+        return history
+    from trainables.checkpoint import read_history
+
+    latest = latest_checkpoint(root, trial_id)
+    for entry in read_history(latest) if latest else []:
+        if entry.get("epoch") is not None:
+            history[int(entry["epoch"])] = entry
+    for result_file in Path(root).glob(f"*_{trial_id}_*/result.json"):
+        for line in result_file.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if entry.get("epoch") is not None:
+                history.setdefault(int(entry["epoch"]), entry)
+    return history
