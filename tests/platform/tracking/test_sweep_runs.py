@@ -1,0 +1,121 @@
+"""SweepTracker on a real SQLite store, without Ray: the parent run from its record, one child
+run per trial, epochs once each, statuses, the encoder of finished trials, idempotency."""
+
+from __future__ import annotations
+
+import pytest
+
+from leoclr_platform import tracking
+from mlflow_checks import metric_steps, tracked_runs
+from platform_fakes import result, smoke_record, trial_config_dict
+
+
+def open_tracker(uri, name="s1", synchronous=True, **changes):
+    spec, meta, record = smoke_record(name, **changes)
+    tracker = tracking.SweepTracker(uri, meta["experiment"], name, max_epochs=spec.max_epochs,
+                                    synchronous=synchronous)
+    tracker.open(record)
+    return spec, record, tracker
+
+
+def test_the_parent_run_holds_the_record(mlflow_uri):
+    spec, record, tracker = open_tracker(mlflow_uri)
+    tracker.close("FINISHED")
+    client, parent, runs = tracked_runs(mlflow_uri, "s1")
+    assert runs == {} and parent.info.status == "FINISHED" and parent.info.run_name == "s1"
+    assert parent.data.params == tracking.scrub(tracking.flatten_params(record.params))
+    assert parent.data.params["seeds"] == "[0]" and parent.data.params["grace_period"] == "1"
+    assert {k: parent.data.tags[k] for k in record.tags} == record.tags
+    assert parent.data.tags["role"] == "sweep" and parent.data.tags["space"] == "smoke"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"space", "sweep.json"} <= artifacts
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "space")] == ["space/smoke.yaml"]
+
+
+def test_a_trial_logs_its_config_epochs_and_status_once(mlflow_uri, tiny_run):
+    spec, _, tracker = open_tracker(mlflow_uri, max_epochs=2)
+    config = trial_config_dict(spec)
+    tracker.trial_started("t1", config)
+    for epoch in (1, 2, 2):  # a repeated epoch (a retry) is logged once
+        tracker.epoch("t1", result(epoch, 40.0 + epoch))
+    tracker.trial_ended("t1", status="FINISHED", checkpoint=str(tiny_run / "epoch_0002"))
+    tracker.trial_started("t2", {**config, "seed": 1})
+    tracker.epoch("t2", result(1, 30.0))
+    tracker.trial_ended("t2", status="KILLED")
+    tracker.trial_started("t3", config)
+    tracker.trial_ended("t3", status="FAILED", reason="loss is not finite")
+    tracker.close()
+    client, parent, runs = tracked_runs(mlflow_uri, "s1")
+    t1, t2, t3 = runs["t1"], runs["t2"], runs["t3"]
+    assert (t1.info.status, t2.info.status, t3.info.status) == ("FINISHED", "KILLED", "FAILED")
+    assert metric_steps(client, t1) == [1, 2] and metric_steps(client, t2) == [1]
+    assert t1.data.metrics["knn_top1"] == 42.0 and "time_total_s" not in t1.data.metrics
+    assert t1.data.params["attraction_strategy"] == "leoclr" and t1.data.params["epochs"] == "2"
+    assert t1.data.tags["strategy"] == "leoclr" and t2.data.tags["seed"] == "1"
+    assert t1.data.tags["config_hash"] == tracking.config_hash(config)
+    assert t1.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert t1.data.tags["git_commit"] == parent.data.tags["git_commit"]  # the parent's tags, shared
+    assert t1.data.tags["checkpoint_path"] == str(tiny_run / "epoch_0002") and "model_uri" in t1.data.tags
+    files = {a.path for a in client.list_artifacts(t1.info.run_id, "checkpoint")}
+    assert {"checkpoint/encoder.pt", "checkpoint/config.json", "checkpoint/history.json"} <= files
+    assert t2.data.tags["stopped_early"] == "after epoch 1 of 2 (ASHA)" and "model_uri" not in t2.data.tags
+    assert t3.data.tags["failure_reason"] == "loss is not finite"
+
+
+def test_a_restarted_trial_continues_its_run_and_backfills_what_it_lacks(mlflow_uri):
+    """A retried or resumed trial: the same run, reopened; epochs on disk that the run lacks are
+    logged (in order), those it has are not logged again."""
+    spec, _, tracker = open_tracker(mlflow_uri, max_epochs=3)
+    tracker.trial_started("t1", trial_config_dict(spec))
+    tracker.epoch("t1", result(1, 41.0))
+    tracker.trial_ended("t1", status="KILLED")
+    tracker.close("KILLED")
+    _, _, again = open_tracker(mlflow_uri, max_epochs=3)  # a new driver process
+    history = {1: result(1, 99.0), 2: result(2, 42.0)}
+    again.trial_started("t1", trial_config_dict(spec), history=history)
+    again.epoch("t1", result(3, 43.0))
+    again.close()
+    client, parent, runs = tracked_runs(mlflow_uri, "s1")
+    assert parent.info.status == "FINISHED"
+    run = runs["t1"]
+    assert run.info.status == "RUNNING"  # reopened: nothing ended it this time
+    values = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "knn_top1")}
+    assert values == {1: 41.0, 2: 42.0, 3: 43.0}
+
+
+def test_the_background_logger_delivers_everything_before_close_returns(mlflow_uri):
+    spec, _, tracker = open_tracker(mlflow_uri, synchronous=False)
+    tracker.trial_started("t1", trial_config_dict(spec))
+    for epoch in (1, 2):
+        tracker.epoch("t1", result(epoch, 40.0))
+    tracker.trial_ended("t1", status="KILLED")
+    assert tracker.close(timeout=60) is True and tracker.logger.pending == 0
+    client, _, runs = tracked_runs(mlflow_uri, "s1")
+    assert metric_steps(client, runs["t1"]) == [1, 2]
+
+
+def test_a_planted_secret_never_reaches_a_param_or_tag(mlflow_uri, monkeypatch):
+    secret = "planted-s3cr3t-4c2f9"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    spec, _, record = smoke_record(root=f"/runs-{secret}/s1")
+    tracker = tracking.SweepTracker(mlflow_uri, "leoclr/smoke", "s1", max_epochs=2, synchronous=True)
+    tracker.open(record)
+    tracker.trial_started("t1", {**trial_config_dict(spec), "data_root": f"/data/{secret}"})
+    tracker.trial_ended("t1", status="FAILED", reason=f"cannot read /data/{secret}")
+    tracker.close()
+    _, parent, runs = tracked_runs(mlflow_uri, "s1")
+    for run in (parent, runs["t1"]):
+        for value in [*run.data.params.values(), *run.data.tags.values()]:
+            assert secret not in value, value
+    assert parent.data.params["results"] == "/runs-***/s1"
+
+
+@pytest.mark.parametrize("status", ["FINISHED", "KILLED"])
+def test_a_trial_without_checkpoint_logs_no_model(mlflow_uri, status):
+    spec, _, tracker = open_tracker(mlflow_uri)
+    tracker.trial_started("t1", trial_config_dict(spec))
+    tracker.epoch("t1", result(1, 40.0))
+    tracker.trial_ended("t1", status=status)
+    tracker.close()
+    _, _, runs = tracked_runs(mlflow_uri, "s1")
+    assert runs["t1"].info.status == status and "model_uri" not in runs["t1"].data.tags
