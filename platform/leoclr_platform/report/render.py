@@ -51,6 +51,7 @@ def _csv_cell(v: Any) -> str:
 
 
 def status_counts(records: Sequence[RunRecord], max_epochs: int | None) -> dict[str, int]:
+    """How many runs have each effective status (FINISHED, KILLED, FAILED, RUNNING...)."""
     counts: dict[str, int] = {}
     for rec in records:
         s = effective_status(rec, max_epochs)
@@ -59,6 +60,7 @@ def status_counts(records: Sequence[RunRecord], max_epochs: int | None) -> dict[
 
 
 def summary_text(records, metric, mode, grid, group_cols, counts, reclassified, no_value) -> str:
+    """The paragraph under the title: what was compared, how runs were counted."""
     total = len(records)
     names = {"FINISHED": "finished", "KILLED": "stopped early (ASHA)", "FAILED": "failed",
              "RUNNING": "still running"}
@@ -81,6 +83,7 @@ def summary_text(records, metric, mode, grid, group_cols, counts, reclassified, 
 
 
 def markdown(title, summary, columns, rows, dec) -> str:
+    """ablation.md: title, summary, the table, links to the two PNGs."""
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
@@ -104,6 +107,7 @@ margin:1em 0}"""
 
 
 def html_page(title, summary_md, columns, rows, dec, images: dict[str, bytes]) -> str:
+    """ablation.html: the same as the Markdown, one file with the PNGs embedded."""
     # the summary uses `code` spans; render them as <code>
     parts = html.escape(summary_md).split("`")
     summary = "".join(p if i % 2 == 0 else f"<code>{p}</code>" for i, p in enumerate(parts))
@@ -128,6 +132,7 @@ def html_page(title, summary_md, columns, rows, dec, images: dict[str, bytes]) -
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """`columns` as the header, one line per row (numbers at full precision, blank = none)."""
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
@@ -136,6 +141,8 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, An
 
 
 def runs_table(records, metric, mode, searched, group_cols, max_epochs):
+    """(columns, rows) of runs.csv: every run with its status, how it was counted, its value
+    and searched params; best first."""
     extra = [c for c in group_cols if c != STRATEGY]
     extra += [k for k in searched if k not in extra and k not in (STRATEGY, "seed", "epochs")]
     columns = ["trial_id", "run_id", "status", "counted_as", STRATEGY, "seed", "epochs", metric] + extra

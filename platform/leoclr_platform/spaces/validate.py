@@ -92,7 +92,7 @@ def _check_budget(spec: SweepSpec) -> None:
 
 
 def _check_asha(spec: SweepSpec) -> None:
-    """ASHA's and TPE's settings (checked in every mode: a grid may become a search)."""
+    """ASHA's and TPE's settings (checked in every mode: the file may state them either way)."""
     _require_int(spec, "budget.grace_period", spec.grace_period, 1)
     if spec.grace_period > spec.max_epochs:
         raise _fail(spec, "budget.grace_period", f"{spec.grace_period} must be <= budget.max_epochs "
