@@ -31,7 +31,7 @@ impossible on a 2-core CPU, so
       ``TPESampler`` with those options;
     * random search: ``optuna.samplers.RandomSampler`` through the same function;
     * ASHA: Ray's own ``AsyncHyperBandScheduler`` (``ASHAScheduler``), constructed as the
-      platform's ``sweep._fit`` constructs it (``time_attr="epoch"``, ``max_t = max_epochs + 1``,
+      platform's ``sweep/tuner.py`` constructs it (``time_attr="epoch"``, ``max_t = max_epochs + 1``,
       so trials end by themselves; ``grace_period``, ``reduction_factor``) and driven with Tune's
       calls (``on_trial_add``, ``on_trial_result`` per epoch, ``on_trial_complete`` with the last
       result); nothing of it is re-implemented here;
@@ -326,7 +326,7 @@ class Table:
 
 class ASHA:
     """Ray's own ``AsyncHyperBandScheduler``, built exactly as the platform builds it
-    (``leoclr_platform.sweep._fit``: ``ASHAScheduler(time_attr="epoch", max_t=max_epochs + 1,
+    (``leoclr_platform.sweep.tuner``: ``ASHAScheduler(time_attr="epoch", max_t=max_epochs + 1,
     grace_period, reduction_factor)``, metric and mode set by Tune through
     ``set_search_properties``) and driven with the calls Tune makes: ``on_trial_add`` when a trial
     starts, ``on_trial_result`` for every reported epoch, ``on_trial_complete`` with the last

@@ -95,10 +95,10 @@ def _append_event(path: str, event: dict) -> None:
 
 
 def _timed_driver(config, sweep):
-    """Wraps leoclr_platform.sweep.train_driver_fn inside the Tune trial actor."""
+    """Wraps leoclr_platform.sweep.trial.train_driver_fn inside the Tune trial actor."""
     import ray.tune
 
-    import leoclr_platform.sweep as S
+    import leoclr_platform.sweep.trial as S
 
     trial_id = ray.tune.get_context().get_trial_id()
     events = os.path.join(sweep.root, EVENTS_DIR, f"{trial_id}.jsonl")
@@ -275,8 +275,11 @@ def run_instrumented(label: str, spec, *, storage: str, tracking_uri: str, trial
     import ray
     import ray.tune
 
-    import leoclr_platform.sweep as S
+    import leoclr_platform.sweep.run as R
+    import leoclr_platform.sweep.runtime as runtime
+    import leoclr_platform.sweep.trial as S
     import leoclr_platform.tracking as T
+    from leoclr_platform.sweep import SweepRequest
 
     phases: list[dict] = []
 
@@ -302,11 +305,11 @@ def run_instrumented(label: str, spec, *, storage: str, tracking_uri: str, trial
         return tuner_init(self, *args, run_config=run_config, **kwargs)
 
     originals = {
-        (S, "connect_ray"): timed(S, "connect_ray", "ray_start"),
+        (R, "connect_ray"): timed(R, "connect_ray", "ray_start"),
         (T, "check_store"): timed(T, "check_store", "tracking"),
-        (S, "_open_tracker"): timed(S, "_open_tracker", "tracking"),
-        (S, "finish_tracking"): timed(S, "finish_tracking", "tracking"),
-        (S, "summarize"): timed(S, "summarize", "summary"),
+        (R, "_open_tracker"): timed(R, "_open_tracker", "tracking"),
+        (R, "finish_tracking"): timed(R, "finish_tracking", "tracking"),
+        (R, "summarize"): timed(R, "summarize", "summary"),
         (ray.tune.Tuner, "fit"): timed(ray.tune.Tuner, "fit", "tuner_fit"),
     }
     originals[(ray.tune.Tuner, "__init__")] = tuner_init
@@ -319,15 +322,15 @@ def run_instrumented(label: str, spec, *, storage: str, tracking_uri: str, trial
     name = f"overhead-{label}-{time.strftime('%H%M%S')}"
     t0 = time.time()
     try:
-        outcome = S.run_sweep(spec, name=name, storage=storage, trials=trials, max_epochs=max_epochs,
-                              tracking_uri=tracking_uri, track=track, num_cpus=num_cpus, verbose=0)
+        outcome = R.run_sweep(SweepRequest(spec, name=name, storage=storage, trials=trials, max_epochs=max_epochs,
+                                           tracking_uri=tracking_uri, track=track, num_cpus=num_cpus, verbose=0))
     finally:
         t1 = time.time()
         cpu = sampler.stop()
         for (owner, attr), original in originals.items():
             setattr(owner, attr, original)
     root = outcome.root
-    concurrency = S.check_resources(outcome_spec(spec, trials, max_epochs), S._cluster_resources())
+    concurrency = runtime.check_resources(outcome_spec(spec, trials, max_epochs), runtime.cluster_resources())
     trials_out = []
     for row in outcome.trials:
         tid = row["trial_id"]
