@@ -87,33 +87,29 @@ def server(tmp_path):
     srv.stop()
 
 
-def first_epoch_logged(server: Server, deadline: float) -> bool:
+def parent_run_logged(server: Server) -> bool:
+    """The sweep's run is in the server's store (the store was in use before it went away)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(server.url)
-    while time.time() < deadline:
+    try:
+        client = MlflowClient(server.url)
+        return bool(client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                       "tags.role = 'sweep'"))
+    except Exception:  # noqa: BLE001 - not yet
+        return False
+
+
+def checkpointed_epochs(root: Path) -> dict[str, float]:
+    """{checkpoint folder: when its metrics.json was written} of the trial's epochs on disk. The
+    loop checkpoints every epoch straight to the storage path (Tune copies its own result files
+    there only now and then, so they cannot tell when an epoch ended)."""
+    epochs = {}
+    for metrics in root.glob("train/trial_*/epoch_*/metrics.json"):
         try:
-            runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.role = 'trial'")
-            if runs and metric_steps(client, runs[0]):
-                return True
-        except Exception:  # noqa: BLE001 - keep polling
+            epochs[metrics.parent.name] = metrics.stat().st_mtime
+        except OSError:  # pruned meanwhile
             pass
-        time.sleep(0.5)
-    return False
-
-
-def epoch_reported_since(root: Path, since: float) -> float | None:
-    """The timestamp (whole seconds) of an epoch Tune recorded in result.json that ended after
-    `since`, if any."""
-    for result_file in root.glob("*/result.json"):
-        for line in result_file.read_text().splitlines():
-            try:
-                stamp = json.loads(line).get("timestamp")
-            except json.JSONDecodeError:  # a line being written
-                continue
-            if stamp is not None and stamp > since:
-                return stamp
-    return None
+    return epochs
 
 
 def test_sweep_survives_a_tracking_server_outage_and_sync_replays_it(ray_runtime, server, tmp_path):
@@ -123,17 +119,20 @@ def test_sweep_survives_a_tracking_server_outage_and_sync_replays_it(ray_runtime
     outage = {}
 
     def take_the_server_down_while_an_epoch_trains():
-        """Down after the first epoch reached the server; up again only once Tune has a later
-        epoch (trained while nothing could be logged), however long that takes."""
+        """Down as soon as the first epoch is checkpointed (the sweep's run is already in the
+        store, and four epochs are left to train); up again only once an epoch ended while the
+        server was down, however long that takes under load."""
         deadline = time.time() + 300
-        if not first_epoch_logged(server, deadline):
-            return
+        while time.time() < deadline and not parent_run_logged(server):
+            time.sleep(0.5)
+        while time.time() < deadline and not checkpointed_epochs(root):
+            time.sleep(0.1)
         outage["down"] = time.time()
         server.stop()  # the store goes away while the trial trains on
         while time.time() < deadline and "during" not in outage:
-            stamp = epoch_reported_since(root, outage["down"])
-            if stamp is not None:
-                outage["during"] = stamp
+            after = [when for when in checkpointed_epochs(root).values() if when > outage["down"]]
+            if after:
+                outage["during"] = after[0]
             time.sleep(0.2)
         server.start()
         outage["up"] = time.time()
