@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from trainables.validation import is_number
+
 from leoclr_platform.report.records import (
     STRATEGY,
     RunRecord,
@@ -27,7 +29,6 @@ from leoclr_platform.report.records import (
     curve,
     effective_status,
     format_value,
-    is_numeric,
     run_value,
     sort_token,
 )
@@ -125,7 +126,7 @@ def _numeric_params(records: Sequence[RunRecord], searched: Sequence[str]) -> li
             continue
         values = [(r.params or {}).get(key) for r in records]
         values = [v for v in values if v is not None]
-        if values and all(is_numeric(v) for v in values):
+        if values and all(is_number(v) for v in values):
             out.append(key)
     return out
 

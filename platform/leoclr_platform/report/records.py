@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from trainables.validation import is_number
+
 STRATEGY = "attraction_strategy"
 MECHANISM = "mechanism"
 #: How strategies are ordered in tables and legends (the baseline first).
@@ -49,10 +51,6 @@ def coerce(records: Iterable[RunRecord | Mapping[str, Any]]) -> list[RunRecord]:
 
 # ---------------------------------------------------------------------------------------------
 # values
-def is_numeric(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def status_of(rec: RunRecord) -> str:
     return str(rec.status or "").upper()
 
@@ -154,7 +152,7 @@ def sort_token(key: str, v: Any) -> tuple:
         return (0, STRATEGY_ORDER.index(v), "")
     if v is None:
         return (3, 0, "")
-    if is_numeric(v) or isinstance(v, bool):
+    if is_number(v) or isinstance(v, bool):
         return (1, float(v), "")
     return (2, 0, str(v))
 
