@@ -47,6 +47,8 @@ class TrainConfig:
     view_size: int | None = None  # resolution of the training views; None = image_size
     photo_patches: dict = field(default_factory=dict)  # options for the photo_patches builder
     loader_workers: int = 0  # DataLoader processes for file-backed datasets
+    val_fraction: float = 0.1  # share of each class's labelled training images held out for validation
+    val_seed: int = 0  # seeds the validation carve; fixed across a sweep (it does not follow `seed`)
     # ---- views (augmentation) --------------------------------------------------------------
     augmentation: str = "v2"  # MoCo augmentation preset: v2 (aug+) or v1
     crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area range
@@ -78,6 +80,7 @@ class TrainConfig:
     knn_every: int = 1  # epochs between kNN evaluations (always at the last epoch)
     knn_epochs: tuple[int, ...] = ()  # more epochs with a kNN evaluation (a search adds ASHA's rungs)
     knn_at_start: bool = False  # also measure the random-init encoder (epoch 0)
+    rankme_samples: int = 2048  # validation images (in order) whose features RankMe reads
     finite_check_every: int = 20  # steps between host syncs that check the loss is finite
     # ---- runtime ---------------------------------------------------------------------------
     seed: int = 0
@@ -157,10 +160,15 @@ class TrainConfig:
             raise bad("key_momentum", "must be in [0, 1) (theta_k <- m theta_k + (1 - m) theta_q)")
         if not (is_number(self.temperature) and self.temperature > 0):
             raise bad("temperature", "must be a finite number > 0")
+        if not (is_number(self.val_fraction) and 0.0 < self.val_fraction < 1.0):
+            raise bad("val_fraction", "must be in (0, 1): the share of each class's labelled training "
+                      "images held out as the validation split that every selection reads")
+        if self.val_seed < 0:
+            raise bad("val_seed", "must be >= 0")
         if not (self.knn_temperature > 0):
             raise bad("knn_temperature", "must be > 0")
         for key in ("epochs", "batch_size", "image_size", "embedding_dim", "knn_k", "knn_every",
-                    "checkpoint_every", "finite_check_every"):
+                    "checkpoint_every", "finite_check_every", "rankme_samples"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be >= 1")
         if any(e < 1 for e in self.knn_epochs):

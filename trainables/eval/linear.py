@@ -155,9 +155,9 @@ def evaluate_encoder(
     ``load_encoder(...).backbone``); it is kept in eval mode and never modified (parameters,
     BatchNorm running statistics and the train / eval flags of every submodule are as before
     the call; if ``device`` differs from the module's own it is moved there and back).
-    data: ``memory`` = labelled train split (classifier training, kNN bank), ``test`` = labelled
-    test split, ``classes`` = class names (C = len(classes)); images are uint8 ``3 x S x S``,
-    in memory (``TensorImageDataset``) or any map-style dataset (read through a DataLoader).
+    data: ``memory`` = labelled train split minus validation (classifier training, kNN bank),
+    ``test`` = labelled test split (``val`` is not read), ``classes`` = class names (C =
+    len(classes)); images are uint8 ``3 x S x S``, in memory (``TensorImageDataset``) or any map-style dataset (read through a DataLoader).
     image_size: R, the resolution fed to the backbone (a run's ``config.resolved_view_size``).
     device: None = the backbone's device (CPU if it has no tensors).
     progress: called after every classifier epoch with {"epoch" (1-based), "lr", "train_loss",
@@ -347,7 +347,8 @@ def evaluate_checkpoint(
     """``load_encoder(directory)`` then ``evaluate_encoder`` with the run's own settings.
 
     data: None = the run's dataset (``load_data`` with the run config's dataset, data_root,
-    image_size, photo_patches). protocol: None = ``LinearProtocol.for_dataset_size(len(train
+    image_size, photo_patches, val_fraction, val_seed: the probe trains on the same memory
+    split, validation held out). protocol: None = ``LinearProtocol.for_dataset_size(len(train
     split))``. device: None = CUDA if available, else CPU. The views are made at the run's
     ``resolved_view_size`` and the kNN uses its ``knn_k`` / ``knn_temperature``.
     """
@@ -355,7 +356,8 @@ def evaluate_checkpoint(
     cfg = encoder.config
     if data is None:
         data = load_data(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size,
-                         download=cfg.download, photo_patches=cfg.photo_patches)
+                         download=cfg.download, photo_patches=cfg.photo_patches,
+                         val_fraction=cfg.val_fraction, val_seed=cfg.val_seed)
     if protocol is None:
         protocol = LinearProtocol.for_dataset_size(len(data.memory))
     if device is None:
