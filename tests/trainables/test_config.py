@@ -35,6 +35,13 @@ def test_defaults_are_valid_and_round_trip(tmp_path):
         ({"dataset": "imagenet22k"}, "dataset='imagenet22k': must be one of"),
         ({"warmup_epochs": 10, "epochs": 5}, "warmup_epochs=10.0: must be smaller than epochs (5)"),
         ({"enqueue": "all"}, "enqueue='all': must be one of both, first"),
+        ({"jitter_prob": 1.5}, "jitter_prob=1.5: must be a probability in [0, 1] (or null for the augmentation base)"),
+        ({"grayscale_prob": -0.1}, "grayscale_prob=-0.1: must be a probability in [0, 1]"),
+        ({"flip_prob": 2}, "flip_prob=2.0: must be a probability in [0, 1]"),
+        ({"jitter_brightness": -0.4}, "jitter_brightness=-0.4: must be a number >= 0"),
+        ({"jitter_hue": 0.6}, "jitter_hue=0.6: must be in [0, 0.5]"),
+        ({"blur_sigma": [2.0, 0.1]}, "blur_sigma=(2.0, 0.1): must be two numbers 0 < min <= max"),
+        ({"preset": "paper"}, "preset='paper': must be one of paper_imagenet_r50"),
     ],
 )
 def test_bad_values_name_key_value_and_reason(values, needle):
