@@ -15,10 +15,11 @@ View kinds (docs/method.md, "Views"):
     The whole image resized to ``R x R`` (``Resize((R, R))``, bilinear, antialiased): LeOCLR's
     query, "X is not cropped (NC), but is resized to 224x224" (Fig. 3).
 ``"crop"``
-    ``RandomResizedCrop(R, scale, ratio)`` of the image as it is: the box is drawn with
-    ``trainables.views.sample_crop_boxes`` (torchvision's ``get_params``: area fraction uniform in
-    ``scale``, aspect ratio log-uniform in ``ratio``, 10 tries, centre-crop fallback) in source
-    pixels, then cropped and resized bilinearly with antialiasing (torchvision's ``resized_crop``).
+    ``RandomResizedCrop(R, scale, ratio)`` of the image as it is: the box is torchvision's
+    ``get_params`` (area fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``, 10
+    tries, centre-crop fallback; ``random_resized_crop_box``, the algorithm
+    ``trainables.views.sample_crop_boxes`` vectorises) in source pixels, then cropped and resized
+    bilinearly with antialiasing (torchvision's ``resized_crop``).
 ``"eval"``
     ``Resize(round(R * 256 / 224))`` of the shorter side (bicubic) + ``CenterCrop(R)``: the
     paper's centre-crop test, "resized to 256 pixels along the shorter side using bicubic
@@ -39,6 +40,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+import math
+import random
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -46,7 +50,6 @@ from torch.utils.data import Dataset
 
 from trainables.data.batching import _loader_for, shard_indices
 from trainables.data.datasets import TensorImageDataset
-from trainables.views import sample_crop_boxes
 
 __all__ = [
     "EVAL_RESIZE_RATIO",
@@ -58,6 +61,7 @@ __all__ = [
     "eval_resize_size",
     "geometric_views",
     "iterate_view_batches",
+    "random_resized_crop_box",
     "supports_geometry",
 ]
 
@@ -96,10 +100,41 @@ class GeometryConfig:
             raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
 
 
-def _generator(seed: int, epoch: int, index: int) -> torch.Generator:
+def _rng(seed: int, epoch: int, index: int) -> random.Random:
+    """The random stream of sample ``index`` in ``epoch``: seeded by (seed, epoch, index) alone."""
     mixed = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF,
                                     int(index) & 0xFFFFFFFF]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(mixed[0]) << 31 | int(mixed[1]) >> 1)
+    return random.Random(int(mixed[0]) << 32 | int(mixed[1]))
+
+
+def random_resized_crop_box(rng: random.Random, height: int, width: int, scale: tuple[float, float],
+                            ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+    """One RandomResizedCrop box ``(x0, y0, x1, y1)`` of a ``height x width`` image:
+    torchvision's ``RandomResizedCrop.get_params`` line for line (10 tries of an area fraction
+    uniform in ``scale`` and a log-uniform aspect ratio in ``ratio``, the first that fits placed
+    uniformly; else the centre crop with the ratio clamped), drawing from ``rng`` instead of
+    torch's global generator. ``trainables.views.sample_crop_boxes`` is the same algorithm
+    vectorised over a batch (plain Python is the faster of the two for one image)."""
+    area = height * width
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            y0 = rng.randint(0, height - h)
+            x0 = rng.randint(0, width - w)
+            return x0, y0, x0 + w, y0 + h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    y0, x0 = (height - h) // 2, (width - w) // 2
+    return x0, y0, x0 + w, y0 + h
 
 
 def crop_boxes(cfg: GeometryConfig, width: int, height: int, epoch: int, index: int) -> list:
@@ -108,13 +143,8 @@ def crop_boxes(cfg: GeometryConfig, width: int, height: int, epoch: int, index: 
     ``original``; the RandomResizedCrop box in source pixels for ``crop``; for ``eval`` the
     centre box in the coordinates of the shorter-side resize; for ``random_crop`` the box in the
     ``T x T`` square it crops from."""
-    generator = _generator(cfg.seed, epoch, index)
+    rng = _rng(cfg.seed, epoch, index)
     target = eval_resize_size(cfg.size)
-    # the RandomResizedCrop boxes of each source size in one draw (crops first, then random_crop)
-    drawn = {kind: iter(sample_crop_boxes(cfg.kinds.count(kind), h, w, generator, cfg.crop_scale,
-                                          cfg.crop_ratio).int().tolist())
-             for kind, h, w in (("crop", height, width), ("random_crop", target, target))
-             if kind in cfg.kinds}
     boxes = []
     for kind in cfg.kinds:
         if kind == "original":
@@ -126,7 +156,8 @@ def crop_boxes(cfg: GeometryConfig, width: int, height: int, epoch: int, index: 
             top, left = int(round((rh - cfg.size) / 2.0)), int(round((rw - cfg.size) / 2.0))
             boxes.append((left, top, left + cfg.size, top + cfg.size))
         else:
-            boxes.append(tuple(next(drawn[kind])))
+            h, w = (height, width) if kind == "crop" else (target, target)
+            boxes.append(random_resized_crop_box(rng, h, w, cfg.crop_scale, cfg.crop_ratio))
     return boxes
 
 

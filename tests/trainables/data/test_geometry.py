@@ -156,3 +156,32 @@ def test_training_on_file_backed_photos_uses_worker_views(tmp_path, photo_folder
     assert batch.shape == (8, 3, 3, 24, 24)
     metrics = trainer.fit()
     assert math.isfinite(metrics["loss"]) and "knn_top1" in metrics
+
+
+def test_worker_boxes_follow_the_batched_samplers_distribution():
+    """``random_resized_crop_box`` (one image, plain Python) and ``views.sample_crop_boxes`` (the
+    batched path) are the same torchvision algorithm: the same distribution of areas, aspect
+    ratios and positions, also where the centre-crop fallback kicks in (a 1:5 strip)."""
+    import random
+
+    from trainables.data.geometry import random_resized_crop_box
+    from trainables.views import sample_crop_boxes
+
+    n = 4000
+    for height, width in ((375, 500), (60, 300)):
+        rng = random.Random(0)
+        ours = torch.tensor([random_resized_crop_box(rng, height, width, (0.2, 1.0), (3 / 4, 4 / 3))
+                             for _ in range(n)], dtype=torch.float64)
+        batched = sample_crop_boxes(n, height, width, torch.Generator().manual_seed(0)).double()
+        for boxes in (ours, batched):
+            assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
+
+        def stats(b):
+            w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+            return torch.stack([w * h / (width * height), (w / h).log(), (b[:, 0] + w / 2) / width,
+                                (b[:, 1] + h / 2) / height], dim=1)
+
+        a, b = stats(ours), stats(batched)
+        se = ((a.var(0) + b.var(0)) / n).sqrt()
+        assert ((a.mean(0) - b.mean(0)).abs() < 4 * se + 1e-9).all(), (a.mean(0), b.mean(0), se)
+        assert torch.allclose(a.std(0), b.std(0), rtol=0.08, atol=1e-6)
