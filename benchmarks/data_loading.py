@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     files = args.files or (128 if args.quick else 384)
     reps = args.reps or (2 if args.quick else 3)
     workers = [int(w) for w in args.workers.split(",")]
-    from machine import cpu_model
+    from machine import cpu_model, load_note, write_results
 
     print(f"# data-loading benchmark: torch {torch.__version__}, {os.cpu_count()} CPUs ({cpu_model()}), torch threads "
           f"{torch.get_num_threads()}, {files} JPEGs (~500 x 375, q90), before: load size 256, after: cut "
@@ -304,26 +304,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(also per core: views at 32 px {views32:.0f} img/s; Parquet with a row-group cache miss on every "
           f"read (a shuffled epoch over a large set, before path) {miss_rate:.0f} img/s, so "
           f"{target / miss_rate:.1f} cores for {target} img/s)")
-    print(f"(1-min load average before / after: {load_before[0]:.1f} / {load_after[0]:.1f} on "
-          f"{os.cpu_count()} CPUs; other processes competing for the cores slow every figure; "
-          f"{time.perf_counter() - run_start:.0f} s in all)")
+    print(load_note(load_before, load_after, time.perf_counter() - run_start))
     if args.out:
-        import json
-
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({
-            "argv": sys.argv[1:] if argv is None else argv, "torch": torch.__version__,
-            "cpus": os.cpu_count(), "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
-            "files": files,
-            "mean_jpeg_kib": mean_kb, "batch": args.batch, "reps": reps,
-            "load_before": load_before, "load_after": load_after,
+        write_results(args.out, sys.argv[1:] if argv is None else argv, {
+            "torch": torch.__version__, "cpus": os.cpu_count(), "cpu_model": cpu_model(),
+            "torch_threads": torch.get_num_threads(), "files": files, "mean_jpeg_kib": mean_kb,
+            "batch": args.batch, "reps": reps, "load_before": load_before, "load_after": load_after,
             "seconds": time.perf_counter() - run_start,
             "loader": [{"format": f, "workers": n, "path": path, "img_s": med[(f, n, path)],
                         "all_img_s": rates[(f, n, path)]} for f, n, path in configs],
             "per_core_img_s": {**core, "parquet_row_group_miss": miss_rate, "views_224": views224,
                                "photometric_224": photometric224, "views_32": views32},
             "before_after": [{"measure": name, "before": b, "after": a} for name, b, a in rows],
-        }, indent=1))
+        })
     return 0
 
 

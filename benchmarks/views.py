@@ -48,6 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import load_note, write_results  # noqa: E402
 from trainables.views import ViewConfig, ViewMaker, torchvision_reference_pipeline  # noqa: E402
 
 KINDS = ("original", "crop", "crop")
@@ -281,20 +282,14 @@ def main(argv: list[str] | None = None) -> int:
         for c in checks:
             print(f"| {c['check']} | {c['statistic']} | {c['ours']:.4f} ({c['ours_sd']:.4f}) | "
                   f"{c['kornia']:.4f} ({c['kornia_sd']:.4f}) | {c['z']:+.1f} | {'yes' if c['agree'] else 'NO'} |")
-    print(f"(1-min load average before / after: {load_before[0]:.1f} / {load_after[0]:.1f} on "
-          f"{os.cpu_count()} CPUs; other processes competing for the cores slow every path; "
-          f"{time.perf_counter() - start:.0f} s in all)")
+    print(load_note(load_before, load_after, time.perf_counter() - start, "every path"))
     if args.out:
-        import json
-
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({
-            "argv": sys.argv[1:] if argv is None else argv, "torch": torch.__version__,
-            "kornia": version.removeprefix(", kornia ") or None, "cpus": os.cpu_count(), "cpu": cpu,
-            "device": args.device, "batch": batch, "reps": reps, "load_before": load_before,
-            "load_after": load_after, "seconds": time.perf_counter() - start, "cases": rows,
-            "distribution_check": checks,
-        }, indent=1))
+        write_results(args.out, sys.argv[1:] if argv is None else argv, {
+            "torch": torch.__version__, "kornia": version.removeprefix(", kornia ") or None,
+            "cpus": os.cpu_count(), "cpu": cpu, "device": args.device, "batch": batch, "reps": reps,
+            "load_before": load_before, "load_after": load_after, "seconds": time.perf_counter() - start,
+            "cases": rows, "distribution_check": checks,
+        })
     return 0
 
 

@@ -110,6 +110,7 @@ __all__ = [
     "ViewParams",
     "LUMA",
     "blur_kernel_size",
+    "centre_crop_fallback",
     "gaussian_kernels",
     "sample_crop_boxes",
     "torchvision_reference_pipeline",
@@ -234,6 +235,20 @@ def _rand(shape, generator: torch.Generator) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=generator.device)
 
 
+def centre_crop_fallback(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+    """torchvision RandomResizedCrop's fallback when no try fits: the centred box ``(x0, y0, x1,
+    y1)`` of the whole image with its aspect ratio clamped into ``ratio``."""
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    y0, x0 = (height - h) // 2, (width - w) // 2
+    return x0, y0, x0 + w, y0 + h
+
+
 def sample_crop_boxes(
     n: int,
     height: int,
@@ -267,15 +282,8 @@ def sample_crop_boxes(
     # randint(0, H - h + 1): floor(u * (H - h + 1)), guarded against u*(m) rounding up to m.
     y0 = torch.minimum(torch.floor(pos[:, 0] * (height - h + 1)), height - h)
     x0 = torch.minimum(torch.floor(pos[:, 1] * (width - w + 1)), width - w)
-    # torchvision's fallback: centre crop with the ratio clamped into range.
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        fw, fh = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fh, fw = height, int(round(height * max(ratio)))
-    else:
-        fw, fh = width, height
-    fy0, fx0 = (height - fh) // 2, (width - fw) // 2
+    fx0, fy0, fx1, fy1 = centre_crop_fallback(height, width, ratio)
+    fw, fh = fx1 - fx0, fy1 - fy0
     # (Python scalars, not new tensors: a host -> device copy would synchronise on CUDA)
     x0 = torch.where(found, x0, float(fx0))
     y0 = torch.where(found, y0, float(fy0))

@@ -50,6 +50,7 @@ from torch.utils.data import Dataset
 
 from trainables.data.batching import _loader_for, shard_indices
 from trainables.data.datasets import TensorImageDataset
+from trainables.views import centre_crop_fallback
 
 __all__ = [
     "EVAL_RESIZE_RATIO",
@@ -89,15 +90,12 @@ class GeometryConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # size and the ranges come validated (TrainConfig, the protocols' settings); the kinds
+        # are the engine's own choice
         object.__setattr__(self, "kinds", tuple(self.kinds))
         bad = [k for k in self.kinds if k not in GEOMETRY_KINDS]
         if bad or not self.kinds:
             raise ValueError(f"kinds must be a non-empty list of {', '.join(GEOMETRY_KINDS)}; got {self.kinds}")
-        if self.size < 1:
-            raise ValueError(f"size must be positive, got {self.size}")
-        lo, hi = self.crop_scale
-        if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
 
 
 def _rng(seed: int, epoch: int, index: int) -> random.Random:
@@ -126,15 +124,7 @@ def random_resized_crop_box(rng: random.Random, height: int, width: int, scale: 
             y0 = rng.randint(0, height - h)
             x0 = rng.randint(0, width - w)
             return x0, y0, x0 + w, y0 + h
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
-    else:
-        w, h = width, height
-    y0, x0 = (height - h) // 2, (width - w) // 2
-    return x0, y0, x0 + w, y0 + h
+    return centre_crop_fallback(height, width, ratio)
 
 
 def crop_boxes(cfg: GeometryConfig, width: int, height: int, epoch: int, index: int) -> list:

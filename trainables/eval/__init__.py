@@ -32,7 +32,7 @@ from trainables.eval.registry import (
     parse_protocols,
     run_protocols,
 )
-from trainables.eval.settings import ProtocolSettings
+from trainables.eval.settings import ProtocolSettings, RunSettings
 from trainables.eval.transfer import TransferProtocol, load_transfer_data, run_transfer
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "ProtocolSettings",
     "ProtocolSpec",
     "RandomCropProtocol",
+    "RunSettings",
     "TransferProtocol",
     "evaluate_checkpoint",
     "evaluate_encoder",

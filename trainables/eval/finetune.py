@@ -43,7 +43,7 @@ from trainables.eval.inputs import Inputs, derive_seed, session
 from trainables.eval.knn import check_labels
 from trainables.eval.linear import make_linear_classifier
 from trainables.eval.metrics import ProgressFn, recorder, topk_accuracy
-from trainables.eval.settings import EvaluationError, ProtocolError, ProtocolSettings, scaled_batch
+from trainables.eval.settings import EvaluationError, ProtocolError, RunSettings
 
 __all__ = ["FineTuned", "FinetuneProtocol", "FinetuneResult", "run_finetune", "semi_supervised_epochs"]
 
@@ -54,13 +54,15 @@ def semi_supervised_epochs(fraction: float) -> int:
 
 
 @dataclass(frozen=True)
-class FinetuneProtocol(ProtocolSettings):
+class FinetuneProtocol(RunSettings):
     """Settings of whole-network fine-tuning (see the module docstring for every default).
 
     ``label_fraction``: the class-balanced share of the labelled train split used, in (0, 1];
     ``subset_seed``: which images (fixed per seed); ``seed``: head init, batch order and views.
     ``lr`` / ``head_lr``: the backbone's / head's learning rates at ``batch_size``.
-    ``test_crop_fraction``, ``eval_batch_size``, ``amp``, ``loader_workers``: as ``KnnProtocol``.
+    ``test_crop_fraction``: as ``KnnProtocol``; ``eval_batch_size``, ``amp``, ``loader_workers``:
+    see ``RunSettings``. ``for_dataset_size`` scales ``lr`` and ``head_lr`` (0.05 and 0.5 per 256
+    images) with the batch, which stays >= 2.
     """
 
     label_fraction: float = 1.0
@@ -75,28 +77,11 @@ class FinetuneProtocol(ProtocolSettings):
     flip_prob: float = 0.5
     test_crop_fraction: float = 1.0
     subset_seed: int = 0
-    seed: int = 0
-    eval_batch_size: int = 512
-    amp: str = "auto"
-    loader_workers: int = 0
 
-    #: Reference batch of ``lr`` and ``head_lr`` (the linear scaling rule).
-    REFERENCE_BATCH = 256
-
-    @classmethod
-    def for_dataset_size(cls, n_labelled: int, *, min_steps_per_epoch: int = 8, **overrides: Any) -> "FinetuneProtocol":
-        """The protocol for ``n_labelled`` training images (the subset's size): batch by
-        ``scaled_batch`` (at least 2), ``lr`` and ``head_lr`` scaled with it (0.05 and 0.5 per 256
-        images); epochs kept. As ``LinearProtocol.for_dataset_size``: any field can be
-        overridden, and an explicit ``batch_size`` keeps the default learning rates unless they
-        are given too."""
-        batch = scaled_batch(n_labelled, reference=cls.REFERENCE_BATCH, min_steps_per_epoch=min_steps_per_epoch,
-                             minimum=2)
-        scale = batch / cls.REFERENCE_BATCH
-        scaled = {"batch_size": batch, "lr": cls.lr * scale, "head_lr": cls.head_lr * scale}
-        if "batch_size" in overrides:
-            scaled = {}
-        return cls(**{**scaled, **overrides})
+    #: ``for_dataset_size`` (``RunSettings``): both learning rates scale with the batch, which
+    #: stays >= 2 (BatchNorm in train mode).
+    SCALED_WITH_BATCH = ("lr", "head_lr")
+    MIN_BATCH = 2
 
     @classmethod
     def semi_supervised(cls, fraction: float, labels: torch.Tensor | None = None, **overrides: Any) -> "FinetuneProtocol":

@@ -21,30 +21,26 @@ from torch.utils.data import Dataset
 from trainables.data import DataBundle
 from trainables.eval.frozen import FrozenFeatures
 from trainables.eval.inputs import Inputs, session
-from trainables.eval.settings import EvaluationError, ProtocolSettings
+from trainables.eval.settings import EvaluationError, RunSettings
 from trainables.knn import knn_accuracy
 
 __all__ = ["KnnProtocol", "check_labels", "eval_features", "knn_scores", "run_knn"]
 
 
 @dataclass(frozen=True)
-class KnnProtocol(ProtocolSettings):
+class KnnProtocol(RunSettings):
     """Settings of the ``knn`` protocol.
 
     ``k`` neighbours, votes weighted ``exp(sim / temperature)``; ``test_crop_fraction``: the
     eval view of in-memory square sets keeps this central fraction of the side (1 = the whole
     image; file-backed sets always get the paper's shorter-side 256/224 resize + centre crop);
-    ``eval_batch_size``: of the feature passes (no effect on results); ``amp``: bf16 autocast
-    of the forwards (``auto`` = on CUDA); ``loader_workers``: for file-backed sets.
+    ``eval_batch_size``, ``amp``, ``loader_workers``: see ``RunSettings`` (``seed`` is unused:
+    the kNN has no randomness).
     """
 
     k: int = 200
     temperature: float = 0.1
     test_crop_fraction: float = 1.0
-    eval_batch_size: int = 512
-    amp: str = "auto"
-    loader_workers: int = 0
-    seed: int = 0  # no randomness: kept so every protocol's settings have one
 
     def validate(self) -> None:
         self._require_ints(("k",), 1)

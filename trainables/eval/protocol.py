@@ -7,9 +7,8 @@ The defaults are MoCo's linear evaluation (``main_lincls.py``), the protocol of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from trainables.eval.settings import EvaluationError, ProtocolError, ProtocolSettings, scaled_batch
+from trainables.eval.settings import EvaluationError, ProtocolError, RunSettings
 from trainables.validation import is_number
 
 __all__ = ["AUGMENTS", "EvaluationError", "LinearProtocol", "ProtocolError"]
@@ -19,7 +18,7 @@ AUGMENTS = ("crop_flip", "none")
 
 
 @dataclass(frozen=True)
-class LinearProtocol(ProtocolSettings):
+class LinearProtocol(RunSettings):
     """Settings of the linear evaluation and the random-crop test.
 
     Defaults are MoCo's ImageNet linear evaluation (``main_lincls.py``):
@@ -45,13 +44,13 @@ class LinearProtocol(ProtocolSettings):
       torchvision's 0.08-1, the crops a linear-eval classifier is trained on; the paper does not
       give it), no flip (a flip says nothing about crops); ``random_crop_repeats``: crops per
       test image (accuracy averaged over them; more = less noise).
-    * ``seed``: all randomness (classifier init, batch order, views) derives from it.
-    * ``eval_batch_size``: batch of the feature passes (no effect on results); ``amp``: "auto"
-      runs backbone forwards under bf16 autocast on CUDA (fp32 on CPU), "bf16" / "off" force it;
-      ``loader_workers``: DataLoader processes for file-backed (streaming) datasets.
+    * ``seed`` (classifier init, batch order, views), ``eval_batch_size``, ``amp``,
+      ``loader_workers``: see ``RunSettings``.
 
-    Scaling to small data: see ``for_dataset_size``; to cut compute, pass ``epochs`` (the
-    schedule scales with it) and/or ``augment="none"``.
+    Scaling to small data (``for_dataset_size``, ``RunSettings``' rule): splits of at least 8 x
+    256 = 2,048 images get the protocol unchanged; digits (1,437) gets batch 128 and lr 15;
+    128 images get batch 16 and lr 1.875 (``lr = 30 * batch / 256``). To cut compute, pass
+    ``epochs`` (the schedule scales with it) and/or ``augment="none"``.
     """
 
     epochs: int = 100
@@ -67,42 +66,6 @@ class LinearProtocol(ProtocolSettings):
     test_crop_fraction: float = 1.0
     random_crop_scale: tuple[float, float] = (0.08, 1.0)
     random_crop_repeats: int = 1
-    seed: int = 0
-    eval_batch_size: int = 512
-    amp: str = "auto"
-    loader_workers: int = 0
-
-    #: Reference batch of ``lr`` (the linear scaling rule in ``for_dataset_size``).
-    REFERENCE_BATCH = 256
-
-    # -- construction ---------------------------------------------------------------------------
-
-    @classmethod
-    def for_dataset_size(cls, n_train: int, *, min_steps_per_epoch: int = 8,
-                         **overrides: Any) -> "LinearProtocol":
-        """The protocol adapted to a labelled train split of ``n_train`` images.
-
-        The protocol's settings are ImageNet's: 1.28M images make 5,005 steps of batch 256 per epoch.
-        On a small split the same batch leaves few optimizer steps (1,437 digits: 6 per epoch;
-        a split smaller than one batch: 1 per epoch, 100 in all). What defines the protocol is
-        kept - 100 epochs, the step schedule at 60 % / 80 %, momentum, weight decay, the crop +
-        flip augmentation - and only the batch shrinks: to the largest power of two that gives
-        at least ``min_steps_per_epoch`` steps per epoch (at most 256, at least 1), with the
-        learning rate scaled linearly, ``lr = 30 * batch / 256`` (Goyal et al., 2017; the rule
-        ``TrainConfig.scaled_lr`` applies to pre-training). Splits of at least
-        ``min_steps_per_epoch * 256`` = 2,048 images get the protocol unchanged; digits
-        (1,437) gets batch 128 and lr 15; 128 images get batch 16 and lr 1.875.
-
-        Epochs are not cut: a small split's epoch is cheap, and fewer epochs would change the
-        protocol. Where compute matters (a CPU), pass ``epochs=...`` and/or ``augment="none"``
-        as ``overrides``; any field can be overridden (an explicit ``batch_size`` keeps the
-        default lr unless ``lr`` is given too).
-        """
-        batch = scaled_batch(n_train, reference=cls.REFERENCE_BATCH, min_steps_per_epoch=min_steps_per_epoch)
-        scaled = {"batch_size": batch, "lr": cls.lr * batch / cls.REFERENCE_BATCH}
-        if "batch_size" in overrides:
-            scaled = {}
-        return cls(**{**scaled, **overrides})
 
     # -- the schedule ---------------------------------------------------------------------------
 

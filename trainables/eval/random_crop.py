@@ -26,7 +26,7 @@ from trainables.data import DataBundle
 from trainables.eval.frozen import FrozenFeatures
 from trainables.eval.inputs import Inputs, derive_seed, session
 from trainables.eval.metrics import topk_correct
-from trainables.eval.settings import ProtocolSettings
+from trainables.eval.settings import RunSettings
 
 if TYPE_CHECKING:
     from trainables.eval.linear import LinearProbe
@@ -35,17 +35,13 @@ __all__ = ["RandomCropProtocol", "random_crop_accuracy", "run_random_crop"]
 
 
 @dataclass(frozen=True)
-class RandomCropProtocol(ProtocolSettings):
+class RandomCropProtocol(RunSettings):
     """Settings of the random-crop test: ``crop_scale`` (RandomResizedCrop area range),
     ``repeats`` (crops per test image; accuracy averaged over them, more = less noise),
-    ``seed`` (the crops), ``eval_batch_size``, ``amp``, ``loader_workers`` (as ``KnnProtocol``)."""
+    ``seed`` (the crops), ``eval_batch_size``, ``amp``, ``loader_workers`` (``RunSettings``)."""
 
     crop_scale: tuple[float, float] = (0.08, 1.0)
     repeats: int = 1
-    seed: int = 0
-    eval_batch_size: int = 512
-    amp: str = "auto"
-    loader_workers: int = 0
 
     def validate(self) -> None:
         self._require_range("crop_scale", "must be two numbers 0 < min <= max <= 1 (RandomResizedCrop area fractions)")

@@ -11,11 +11,12 @@ lists) for the caller to print and log.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Mapping
 
 from trainables.validation import InputError, did_you_mean, is_int, is_number
 
-__all__ = ["AMP_CHOICES", "EvaluationError", "ProtocolError", "ProtocolSettings", "scaled_batch"]
+__all__ = ["AMP_CHOICES", "EvaluationError", "ProtocolError", "ProtocolSettings", "RunSettings", "scaled_batch"]
 
 AMP_CHOICES = ("auto", "bf16", "off")
 
@@ -116,8 +117,60 @@ class ProtocolSettings:
         if not (isinstance(v, tuple) and len(v) == 2 and all(is_number(x) for x in v) and 0 < v[0] <= v[1] <= 1):
             raise self._bad(name, reason)
 
+
+
+_RUNTIME = ("seed", "eval_batch_size", "amp", "loader_workers")
+
+
+@dataclass(frozen=True)
+class RunSettings(ProtocolSettings):
+    """Base of the protocols that run the backbone themselves (all but ``transfer``).
+
+    Fields: ``seed`` (all the protocol's randomness derives from it), ``eval_batch_size`` (of the
+    feature passes; no effect on results), ``amp`` (bf16 autocast of the forwards: ``auto`` =
+    on CUDA, fp32 on CPU; ``bf16`` / ``off`` force it), ``loader_workers`` (DataLoader processes
+    for file-backed sets).
+
+    ``for_dataset_size`` adapts a protocol whose defaults are ImageNet's (1.28M images: 5,005
+    steps of batch 256 per epoch) to a small labelled split, where the same batch would leave few
+    optimizer steps: what defines the protocol (epochs, schedule, momentum, weight decay,
+    augmentation) is kept, and only the batch shrinks, to the largest power of two giving at
+    least ``min_steps_per_epoch`` steps per epoch (``scaled_batch``; at most ``REFERENCE_BATCH``,
+    at least ``MIN_BATCH``), with the learning rates in ``SCALED_WITH_BATCH`` scaled linearly,
+    ``lr * batch / REFERENCE_BATCH`` (Goyal et al., 2017; the rule ``TrainConfig.scaled_lr``
+    applies to pre-training). Epochs are not cut: a small split's epoch is cheap, and fewer
+    epochs would change the protocol. Any field can be overridden; an explicit ``batch_size``
+    keeps the default learning rates unless they are given too.
+    """
+
+    seed: int = 0
+    eval_batch_size: int = 512
+    amp: str = "auto"
+    loader_workers: int = 0
+
+    #: The batch the learning rates are given for, the fields scaled with the batch, the least batch.
+    REFERENCE_BATCH: ClassVar[int] = 256
+    SCALED_WITH_BATCH: ClassVar[tuple[str, ...]] = ("lr",)
+    MIN_BATCH: ClassVar[int] = 1
+
+    @classmethod
+    def for_dataset_size(cls, n_train: int, *, min_steps_per_epoch: int = 8, **overrides: Any):
+        """The protocol for a labelled train split of ``n_train`` images (see the class docstring)."""
+        batch = scaled_batch(n_train, reference=cls.REFERENCE_BATCH, min_steps_per_epoch=min_steps_per_epoch,
+                             minimum=cls.MIN_BATCH)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        scaled = {"batch_size": batch,
+                  **{name: defaults[name] * batch / cls.REFERENCE_BATCH for name in cls.SCALED_WITH_BATCH}}
+        if "batch_size" in overrides:
+            scaled = {}
+        return cls(**{**scaled, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The protocol's own fields first, then the runtime ones."""
+        d = super().to_dict()
+        return {**{k: v for k, v in d.items() if k not in _RUNTIME}, **{k: d[k] for k in _RUNTIME}}
+
     def _require_runtime(self) -> None:
-        """The fields every protocol has: eval_batch_size, amp, loader_workers, seed."""
         self._require_ints(("eval_batch_size",), 1)
         self._require_ints(("seed", "loader_workers"), 0)
         self._require_choice("amp", AMP_CHOICES)
