@@ -69,7 +69,7 @@ class ProtocolSettings:
         unknown = sorted(set(values) - set(known))
         if unknown:
             hints = ", ".join(f"{k!r}{did_you_mean(str(k), known)}" for k in unknown)
-            raise ProtocolError(f"unknown field(s) {hints} of {cls.__name__}; known: {', '.join(known)}",
+            raise ProtocolError(f"unknown field(s) {hints} of {cls.__name__}; known: {', '.join(sorted(known))}",
                                 source=source)
         try:
             return cls(**dict(values))
