@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+import contextlib
 import math
 import random
 
@@ -213,8 +214,25 @@ class GeometricViews(Dataset):
 
     def __getitem__(self, key) -> tuple[torch.Tensor, int]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        views = cut_views(self.source.full_image(index), self.cfg, epoch, index)
+        with _one_thread():
+            views = cut_views(self.source.full_image(index), self.cfg, epoch, index)
         return views, int(self.labels[index])
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Per-image ops on one thread, as in a DataLoader worker: read in the training process
+    (``loader_workers: 0``), an OpenMP team would wait at every small op's barrier. The
+    setting is the calling thread's and is restored afterwards."""
+    saved = torch.get_num_threads()
+    if saved == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def geometric_views(ds: Dataset, cfg: GeometryConfig) -> GeometricViews | None:
