@@ -45,6 +45,7 @@ from trainables.checkpoint import (
 )
 from trainables.config import ConfigError, TrainConfig
 from trainables.data import DevicePrefetcher, iterate_batches, load_data, num_batches
+from trainables.data.geometry import GeometryConfig, geometric_views, iterate_view_batches
 from trainables.losses import STRATEGIES, end_to_end_loss
 from trainables.models import EmaUpdater, Encoder, KeyQueue, convert_split_bn, make_key_encoder
 from trainables.monitor import Monitor, monitor_views, uses_amp, uses_channels_last
@@ -117,6 +118,10 @@ class Trainer:
         self.monitor = Monitor(cfg, self.data, self.device, views=self.views,
                                channels_last=self.channels_last, amp=self.amp, rank=self.rank,
                                world=self.world)
+        # file-backed photos keep their aspect ratio: the loader workers cut the geometric views
+        # from each decoded image (data/geometry.py); in-memory square sets are cut on the device
+        self.worker_views = geometric_views(self.data.pretrain, GeometryConfig(
+            cfg.resolved_view_size, self.strategy.views, tuple(cfg.crop_scale), seed=cfg.seed))
 
         # Models: identical initialisation on every rank (DDP also broadcasts rank 0's weights).
         torch.manual_seed(cfg.seed)
@@ -166,9 +171,11 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor, view_gen: torch.Generator,
                    shuffle_gen: torch.Generator) -> torch.Tensor:
-        """One optimisation step on a local batch of uint8 images (B x 3 x S x S, on device)."""
+        """One optimisation step on a local batch of uint8 images (B x 3 x S x S, on device), or
+        of views the loader workers cut (B x V x 3 x R x R: only the photometric stage is left)."""
         cfg, spec = self.cfg, self.strategy
-        views = self.views(images, spec.views, view_gen)
+        views = (self.views.photometric(images, view_gen) if images.dim() == 5
+                 else self.views(images, spec.views, view_gen))
         self._set_lr()
         with self._autocast():
             if self.momentum_mechanism:
@@ -215,9 +222,11 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         start = time.perf_counter()
         steps = 0
-        batches = iterate_batches(self.data.pretrain, self.local_batch, shuffle=True, seed=cfg.seed,
-                                  epoch=self.epoch, rank=self.rank, world_size=self.world, drop_last=True,
-                                  num_workers=cfg.loader_workers, pin_memory=self.device.type == "cuda")
+        iterate, source = ((iterate_view_batches, self.worker_views) if self.worker_views is not None
+                           else (iterate_batches, self.data.pretrain))
+        batches = iterate(source, self.local_batch, shuffle=True, seed=cfg.seed, epoch=self.epoch,
+                          rank=self.rank, world_size=self.world, drop_last=True,
+                          num_workers=cfg.loader_workers, pin_memory=self.device.type == "cuda")
         # on CUDA: pinned batches, the copy of the next one overlapping this step (no-op on CPU)
         for images, _ in DevicePrefetcher(batches, self.device):
             if steps >= self.steps_per_epoch:

@@ -49,9 +49,7 @@ def uses_channels_last(cfg: TrainConfig) -> bool:
 def monitor_views(cfg: TrainConfig, channels_last: bool) -> ViewMaker:
     """The ViewMaker of a run: its training views and the monitor's eval view
     (``eval_view``: B x 3 x S x S uint8 -> B x 3 x R x R normalised, R = resolved_view_size)."""
-    return ViewMaker(ViewConfig(size=cfg.resolved_view_size, crop_scale=tuple(cfg.crop_scale),
-                                preset=cfg.augmentation, blur_prob=cfg.blur_prob),
-                     channels_last=channels_last)
+    return ViewMaker(ViewConfig.from_train_config(cfg), channels_last=channels_last)
 
 
 class Monitor:

@@ -40,6 +40,13 @@ def test_defaults_are_valid_and_round_trip(tmp_path):
         ({"val_fraction": -0.2}, "val_fraction=-0.2: must be in (0, 1)"),
         ({"val_seed": -1}, "val_seed=-1: must be >= 0"),
         ({"rankme_samples": 0}, "rankme_samples=0: must be >= 1"),
+        ({"jitter_prob": 1.5}, "jitter_prob=1.5: must be a probability in [0, 1] (or null for the augmentation base)"),
+        ({"grayscale_prob": -0.1}, "grayscale_prob=-0.1: must be a probability in [0, 1]"),
+        ({"flip_prob": 2}, "flip_prob=2.0: must be a probability in [0, 1]"),
+        ({"jitter_brightness": -0.4}, "jitter_brightness=-0.4: must be a number >= 0"),
+        ({"jitter_hue": 0.6}, "jitter_hue=0.6: must be in [0, 0.5]"),
+        ({"blur_sigma": [2.0, 0.1]}, "blur_sigma=(2.0, 0.1): must be two numbers 0 < min <= max"),
+        ({"preset": "paper"}, "preset='paper': must be one of paper_imagenet_r50"),
     ],
 )
 def test_bad_values_name_key_value_and_reason(values, needle):

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from trainables.data.codecs import load_image_file
+from trainables.data.codecs import decode_full, load_image_file, read_file
 from trainables.data.errors import DatasetError
 
 
@@ -74,6 +74,12 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         return load_image_file(path, self.image_size), label
+
+    def full_image(self, index: int) -> torch.Tensor:
+        """File ``index`` decoded at its own size, uint8 ``3 x H x W``: what the loader workers
+        cut views from (trainables/data/geometry.py)."""
+        path = self.samples[index][0]
+        return decode_full(read_file(path), source=path)
 
 
 @dataclass

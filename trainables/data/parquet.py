@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainables.data.codecs import decode_image, encode_png
+from trainables.data.codecs import decode_full, decode_image, encode_png
 from trainables.data.datasets import DataBundle, materialize
 from trainables.data.errors import DatasetError
 from trainables.data.folders import split_layout, val_description
@@ -93,7 +93,8 @@ class ParquetImageDataset(Dataset):
             self._cache.popitem(last=False)
         return rows
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def _encoded(self, index: int) -> tuple[bytes, str]:
+        """Row ``index``'s encoded image bytes and where they are (file and row)."""
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
@@ -102,9 +103,17 @@ class ParquetImageDataset(Dataset):
         local = index - self.shard_offsets[shard]
         offsets = self.group_offsets[shard]
         group = bisect.bisect_right(offsets, local) - 1
-        data = self._row_group(shard, group)[local - offsets[group]]
-        image = decode_image(data, self.image_size, source=f"{self.files[shard]} (row {local})")
-        return image, int(self.labels[index])
+        return self._row_group(shard, group)[local - offsets[group]], f"{self.files[shard]} (row {local})"
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        data, source = self._encoded(index)
+        return decode_image(data, self.image_size, source=source), int(self.labels[index])
+
+    def full_image(self, index: int) -> torch.Tensor:
+        """Row ``index`` decoded at its own size, uint8 ``3 x H x W``: what the loader workers
+        cut views from (trainables/data/geometry.py)."""
+        data, source = self._encoded(index)
+        return decode_full(data, source=source)
 
 
 def write_parquet_split(out_dir: str | os.PathLike, images: torch.Tensor | Sequence[bytes],

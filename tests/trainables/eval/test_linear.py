@@ -97,16 +97,6 @@ class StreamingDataset(torch.utils.data.Dataset):
 FAST = dict(epochs=4, batch_size=8, lr=1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded torch ops: these tiny batches gain nothing from a 2-thread OpenMP team,
-    which stalls at every op's barrier when other jobs load the cores."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def without_time(result: dict) -> dict:
     return {k: v for k, v in result.items() if k != "eval_time_s"}
 
