@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from trainables.config import TrainConfig
 from trainables.data import DataBundle, TensorImageDataset
+from trainables.data.geometry import GeometricViews, GeometryConfig, supports_geometry
 from trainables.knn import extract_features, knn_accuracy
 from trainables.rankme import rankme
 from trainables.views import ViewConfig, ViewMaker
@@ -84,16 +85,22 @@ class Monitor:
             return backbone(x)
 
     def batches(self, ds: Dataset, batch_size: int = 512) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's share of a split (images rank, rank + W, ...), in order, nothing dropped."""
+        """This rank's share of a split (images rank, rank + W, ...), in order, nothing dropped:
+        uint8 B x 3 x S x S. File-backed photos (ImageFolder, streaming Parquet) come as the
+        paper's centre crop, cut by the loader workers at the view size R (data/geometry.py), so
+        the monitor sees them as every evaluation protocol does; eval_view then only normalises."""
         if isinstance(ds, TensorImageDataset):
             images, labels = ds.images[self.rank :: self.world], ds.labels[self.rank :: self.world]
             for s in range(0, images.shape[0], batch_size):
                 yield images[s : s + batch_size], labels[s : s + batch_size]
             return
+        if supports_geometry(ds):
+            ds = GeometricViews(ds, GeometryConfig(self.cfg.resolved_view_size, ("eval",)))
         subset = torch.utils.data.Subset(ds, range(self.rank, len(ds), self.world))
         loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False,
                                              num_workers=self.cfg.loader_workers)
-        yield from loader
+        for images, labels in loader:  # geometry views: B x 1 x 3 x R x R
+            yield (images[:, 0] if images.dim() == 5 else images), labels
 
     def features(self, backbone: nn.Module, ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw float32 eval-view features (N x D) and labels (N) of a whole split, in split

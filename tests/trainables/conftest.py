@@ -34,8 +34,9 @@ PHOTOS = (
 
 
 def write_photo_folder(root, copies: int = 3) -> None:
-    """train/ and val/ with one class per photo, ``copies`` JPEGs each (slightly different cuts)."""
-    for split in ("train", "val"):
+    """train/, val/ and test/ with one class per photo, ``copies`` JPEGs each (slightly different
+    cuts): with a test/ folder next to it, val/ is the validation split (nothing is carved)."""
+    for split in ("train", "val", "test"):
         for name, load, (left, top, right, bottom) in PHOTOS:
             folder = root / split / name
             folder.mkdir(parents=True)

@@ -52,7 +52,6 @@ SETTINGS = dict(
     key_momentum=0.99,  # the settings docs/method.md measured with (the defaults were the
     weight_decay=5e-4,  # MoCo CIFAR demo's then; m 0.999 barely moves a key encoder in 16 steps)
     temperature=0.2,
-    key_momentum=0.99,
     knn_every=100,  # the monitor at the last epoch only
     seed=0,
     device="cpu",

@@ -17,6 +17,7 @@ for RankMe), and its ``memory`` is empty.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -125,6 +126,17 @@ class IndexedSubset(Dataset):
 
     def __getitem__(self, index: int):
         return self.dataset[int(self.indices[index])]
+
+    @property
+    def full_image(self):
+        """The underlying set's ``full_image`` (a file-backed photo at its own size) re-indexed,
+        or None: a subset of a file-backed set keeps its true geometry (data/geometry.py)."""
+        inner = getattr(self.dataset, "full_image", None)
+        return None if inner is None else functools.partial(_full_image, self.dataset, self.indices)
+
+
+def _full_image(dataset: Dataset, indices: np.ndarray, index: int) -> torch.Tensor:
+    return dataset.full_image(int(indices[index]))
 
 
 def take(ds: Dataset, indices: np.ndarray) -> Dataset:

@@ -71,10 +71,9 @@ def test_original_view_contains_the_whole_image(tmp_path):
     corners = {(0, 0): (255, 0, 0), (0, 1): (0, 255, 0), (1, 0): (0, 0, 255), (1, 1): (255, 255, 255)}
     for (r, c), colour in corners.items():
         arr[r * 240:r * 240 + 60, c * 320:c * 320 + 80] = colour
-    (tmp_path / "train" / "a").mkdir(parents=True)
-    (tmp_path / "val" / "a").mkdir(parents=True)
-    Image.fromarray(arr).save(tmp_path / "train" / "a" / "x.png")
-    Image.fromarray(arr).save(tmp_path / "val" / "a" / "x.png")
+    for split in ("train", "val", "test"):  # val/ next to test/: nothing is carved from train/
+        (tmp_path / split / "a").mkdir(parents=True)
+        Image.fromarray(arr).save(tmp_path / split / "a" / "x.png")
     ds = load_data("imagefolder", root=str(tmp_path), image_size=16, in_memory=False).pretrain
     image = ds.full_image(0)
     original = cut_views(image, GeometryConfig(40, ("original",)), 0, 0)[0]
@@ -155,7 +154,36 @@ def test_training_on_file_backed_photos_uses_worker_views(tmp_path, photo_folder
     batch, _ = next(iterate_view_batches(trainer.worker_views, 8, shuffle=True, seed=0, epoch=0, drop_last=True))
     assert batch.shape == (8, 3, 3, 24, 24)
     metrics = trainer.fit()
-    assert math.isfinite(metrics["loss"]) and "knn_top1" in metrics
+    assert math.isfinite(metrics["loss"]) and "val_knn_top1" in metrics and "test_knn_top1" in metrics
+
+
+def test_the_monitor_sees_file_backed_photos_as_the_paper_centre_crop(photos):
+    """The kNN monitor (and the baseline, which uses its batches) reads file-backed photos through
+    the worker-side geometry: every batch is the centre crop of the shorter-side resize at R."""
+    from trainables.config import TrainConfig
+    from trainables.monitor import Monitor
+
+    cfg = TrainConfig.from_dict(dict(dataset="imagefolder", data_root="/unused", image_size=32,
+                                     view_size=28, backbone="small_cnn", device="cpu"))
+    data = type("Bundle", (), {"val": photos, "memory": photos, "test": photos, "classes": photos.classes})()
+    monitor = Monitor.for_config(cfg, data, torch.device("cpu"))
+    images, labels = next(monitor.batches(photos, batch_size=len(photos)))
+    assert images.shape == (len(photos), 3, 28, 28) and images.dtype == torch.uint8
+    for index in (0, len(photos) - 1):
+        expected = cut_views(photos.full_image(index), GeometryConfig(28, ("eval",)), 0, index)[0]
+        assert torch.equal(images[index], expected) and labels[index] == photos.labels[index]
+
+
+def test_a_carved_subset_of_a_file_backed_set_keeps_its_geometry(photos):
+    from trainables.data.geometry import supports_geometry
+    from trainables.data.splits import IndexedSubset
+
+    subset = IndexedSubset(photos, np.array([len(photos) - 1, 0]))
+    assert supports_geometry(subset)
+    assert torch.equal(subset.full_image(1), photos.full_image(0))
+    in_memory = IndexedSubset(TensorImageDataset(torch.zeros(2, 3, 8, 8, dtype=torch.uint8),
+                                                 torch.tensor([0, 1]), ["a", "b"]), np.array([1]))
+    assert not supports_geometry(in_memory)
 
 
 def test_worker_boxes_follow_the_batched_samplers_distribution():

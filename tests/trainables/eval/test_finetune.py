@@ -54,7 +54,7 @@ def test_fine_tuning_moves_the_backbone_and_linear_evaluation_does_not(encoder_a
     assert len(moved) >= 0.9 * sum(v.is_floating_point() for v in before.values())
 
     m = tuned.metrics
-    assert (m["n_labelled"], m["per_class_min"], m["per_class_max"], m["n_train"], m["n_test"]) == (32, 2, 2, 128, 64)
+    assert (m["n_labelled"], m["per_class_min"], m["per_class_max"], m["n_train"], m["n_test"]) == (32, 2, 2, 112, 64)  # 7 train + 1 val per class
     assert 0 <= m["top1"] <= m["top5"] <= 100 and m["num_classes"] == 16
     assert [e["epoch"] for e in epochs] == [1, 2, 3] and tuned.history == epochs
     assert set(epochs[0]) == {"epoch", "lr", "head_lr", "train_loss", "train_top1"}
@@ -75,7 +75,7 @@ def test_knn_protocol_reports_test_top1_and_top5(encoder_and_data):
     encoder, data = encoder_and_data
     r = run_knn(encoder.backbone, data, KnnProtocol(k=10), image_size=16, device="cpu")
     assert 100 / 16 < r["top1"] <= r["top5"] <= 100  # above chance
-    assert (r["n_train"], r["n_test"], r["num_classes"], r["feature_dim"]) == (128, 64, 16, 256)
+    assert (r["n_train"], r["n_test"], r["num_classes"], r["feature_dim"]) == (112, 64, 16, 256)  # 7 train per class (1 held out for val)
 
 
 def test_for_dataset_size_keeps_epochs_and_scales_the_learning_rates():

@@ -90,8 +90,8 @@ def test_settings_scale_to_the_data(trained_checkpoint):
     data = load_data("photo_patches", root=None, image_size=16, photo_patches={"train_per_class": 8, "test_per_class": 4})
     specs = parse_protocols("linear,semi_10pct,semi_1pct", data=data)
     linear, semi10, semi1 = (s.settings for s in specs)
-    assert (linear.batch_size, linear.lr) == (16, 1.875)  # 128 images: LinearProtocol.for_dataset_size
-    # 10 % of 8 images per class rounds to 1 (1 % too: at least one): 16 images, batch 2
+    assert (linear.batch_size, linear.lr) == (8, 0.9375)  # 112 images (8 per class minus 1 for val): LinearProtocol.for_dataset_size
+    # 10 % of 7 training images per class rounds to 1 (1 % too: at least one): 16 images, batch 2
     assert (semi10.batch_size, semi10.epochs, semi1.batch_size, semi1.epochs) == (2, 30, 2, 60)
     assert semi10.lr == pytest.approx(0.05 * 2 / 256)
 
