@@ -1,4 +1,5 @@
-"""Input-pipeline throughput at 224 px: decode (+ LeOCLR views) from ImageFolder and Parquet.
+"""Input-pipeline throughput at 224 px, before and after true geometry: decode (+ LeOCLR views)
+from ImageFolder and Parquet.
 
 Usage:  .venv/bin/python benchmarks/data_loading.py [--quick] [--files 384] [--workers 0,1,2]
                                                    [--out benchmarks/results/data_loading.json]
@@ -6,23 +7,30 @@ Usage:  .venv/bin/python benchmarks/data_loading.py [--quick] [--files 384] [--w
 Data: a temporary ImageFolder of JPEGs (quality 90, ~500 x 375 or 375 x 500 like an average
 ImageNet photo) cut at random from the colour photographs shipped with scikit-image, and the
 same JPEG bytes in Parquet shards (the ``parquet`` dataset's format). Both are read the way a
-trial reads them: ``trainables.data.load_data(..., image_size=256, in_memory=False)`` +
-``iterate_batches`` (a DataLoader with N worker processes decoding with PIL and resizing to
-256 x 256), batches of 64.
+trial reads them, side by side in one run:
 
-Measured per configuration (format, N workers), as images/s over a warm epoch (persistent
+* **before** (the squash path, what in-memory sets still do): ``load_data(..., image_size=256,
+  in_memory=False)`` + ``iterate_batches``: the loader workers decode with PIL and squash every
+  photo to 256 x 256; the three views (original resized to 224, two 224 px RandomResizedCrops,
+  MoCo v2 augmentations) are then made from the squashed batch by ``ViewMaker``;
+* **after** (worker-side geometry, ``trainables.data.geometry``, what the loop does for
+  file-backed sets): the loader workers decode each photo at its own size and cut the three
+  224 px views from it as uint8 (``GeometricViews`` + ``iterate_view_batches``); only the
+  photometric stage is left (``ViewMaker.photometric``).
+
+Measured per configuration (format, N workers, path), as images/s over a warm epoch (persistent
 workers already started), interleaved over ``reps`` rounds, median:
 
-* decode: batches only (what the CPU must do when the views are made on the GPU);
-* decode + views: ``ViewMaker`` on each batch in the training process (the LeOCLR views: the
-  original resized to 224 + two 224 px RandomResizedCrops, MoCo v2 augmentations), on the CPU.
+* decode (before) / decode + cut (after): batches only, what the CPU must do when the
+  device-side stage runs on the GPU;
+* + views on the CPU: ``ViewMaker`` (before) or ``ViewMaker.photometric`` (after) on each batch
+  in the training process.
 
-Then the per-core rates (decode + resize of every file in this process on one thread; views on
-one thread on an in-memory batch, at 224 px and at 32 px) and from them the CPU cores one GPU
-needs to be fed at the issue's targets (2,000 img/s ResNet-50 224 px LeOCLR; 10,000 img/s
-ResNet-18 32 px), with views on the CPU or on the GPU. Cores are counted as (images/s needed) /
-(images/s per core), so they assume that the work spreads over worker processes without loss
-(it scales with N here until the cores run out, see the table).
+Then the per-core rates (one thread, in this process: decode + squash, decode + cut, the
+device-side stage on an in-memory batch) and from them the CPU cores one GPU needs at the
+issue's targets (2,000 img/s ResNet-50 224 px LeOCLR; 10,000 img/s ResNet-18 32 px), with the
+device-side stage on the CPU or on the GPU. Cores are counted as (images/s needed) / (images/s
+per core), so they assume that the work spreads over worker processes without loss.
 
 Parquet at scale: the benchmark's set is one row group (the engine writes 512 rows per group and
 its reader keeps the last 4 row groups of each process in an LRU), so every read above hits the
@@ -50,6 +58,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainables.data import iterate_batches, load_data, release_loaders, write_parquet_split  # noqa: E402
+from trainables.data.geometry import GeometricViews, GeometryConfig, iterate_view_batches  # noqa: E402
 from trainables.data.photo_patches import photo_path  # noqa: E402
 from trainables.views import ViewConfig, ViewMaker  # noqa: E402
 
@@ -102,32 +111,40 @@ def write_sets(root: Path, jpegs: list[tuple[int, bytes]]) -> tuple[Path, Path]:
     return folder, parquet
 
 
-def epoch(ds, batch: int, workers: int, views: ViewMaker | None, gen: torch.Generator, ep: int) -> int:
+#: The loader configurations' paths: (name, worker-side geometry?, device-side stage on the CPU?)
+PATHS = (("before: decode", False, False), ("before: decode + CPU views", False, True),
+         ("after: decode + cut", True, False), ("after: decode + cut + CPU photometric", True, True))
+
+
+def epoch(ds, batch: int, workers: int, maker: ViewMaker | None, gen: torch.Generator, ep: int) -> int:
+    """One epoch of ``ds``: squashed batches (a dataset) or worker-cut views (``GeometricViews``);
+    ``maker``, if given, runs the device-side stage on the CPU."""
+    cut = isinstance(ds, GeometricViews)
+    iterate = iterate_view_batches if cut else iterate_batches
     n = 0
-    for images, _ in iterate_batches(ds, batch, shuffle=True, seed=0, epoch=ep, drop_last=False,
-                                     num_workers=workers):
-        if views is not None:
-            views(images, KINDS, gen)
+    for images, _ in iterate(ds, batch, shuffle=True, seed=0, epoch=ep, drop_last=False, num_workers=workers):
+        if maker is not None:
+            maker.photometric(images, gen) if cut else maker(images, KINDS, gen)
         n += images.shape[0]
     return n
 
 
-def decode_rates(sets: dict, reps: int) -> dict[str, float]:
-    """Images/s of decode + resize to the load size on one core (``ds[i]`` in this process, one
-    torch thread: what one DataLoader worker does per image), formats interleaved."""
+def per_core_rates(sets: dict, reps: int) -> dict[str, float]:
+    """Images/s on one core (``ds[key]`` in this process, one torch thread: what one DataLoader
+    worker does per image) of each ``name: (ds, key_of_index)``, interleaved."""
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
-    times: dict[str, list[float]] = {fmt: [] for fmt in sets}
+    times: dict[str, list[float]] = {name: [] for name in sets}
     try:
         for _ in range(reps):
-            for fmt, ds in sets.items():
+            for name, (ds, key) in sets.items():
                 t0 = time.perf_counter()
                 for i in range(len(ds)):
-                    ds[i]
-                times[fmt].append(time.perf_counter() - t0)
+                    ds[key(i)]
+                times[name].append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(saved)
-    return {fmt: len(sets[fmt]) / statistics.median(t) for fmt, t in times.items()}
+    return {name: len(sets[name][0]) / statistics.median(t) for name, t in times.items()}
 
 
 def parquet_miss_rate(root: Path, jpegs: list[tuple[int, bytes]], reads: int, reps: int) -> float:
@@ -159,19 +176,26 @@ def parquet_miss_rate(root: Path, jpegs: list[tuple[int, bytes]], reads: int, re
     return reads / statistics.median(times)
 
 
-def views_rate(size: int, src: int, batch: int, reps: int) -> float:
-    """Images/s of the three views on one thread on an in-memory uint8 batch."""
+def views_rate(size: int, src: int, batch: int, reps: int, precut: bool = False) -> float:
+    """Images/s of the device-side stage on one thread on an in-memory uint8 batch: the three
+    views from ``src`` px images, or (``precut``) the photometric stage of three views already
+    cut to ``size``."""
     maker = ViewMaker(ViewConfig(size=size))
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch, 3, src, src), dtype=torch.uint8, generator=g)
+    shape = (batch, len(KINDS), 3, size, size) if precut else (batch, 3, src, src)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+
+    def run():
+        maker.photometric(images, g) if precut else maker(images, KINDS, g)
+
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        maker(images, KINDS, g)
+        run()
         times = []
         for _ in range(reps):
             t0 = time.perf_counter()
-            maker(images, KINDS, g)
+            run()
             times.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(saved)
@@ -191,14 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     files = args.files or (128 if args.quick else 384)
     reps = args.reps or (2 if args.quick else 3)
     workers = [int(w) for w in args.workers.split(",")]
-    decode_core: dict[str, float] = {}
-    from machine import cpu_model
+    from machine import cpu_model, load_note, write_results
 
     print(f"# data-loading benchmark: torch {torch.__version__}, {os.cpu_count()} CPUs ({cpu_model()}), torch threads "
-          f"{torch.get_num_threads()}, {files} JPEGs (~500 x 375, q90), load size 256, views 224, "
-          f"batch {args.batch}, reps {reps} (median)")
+          f"{torch.get_num_threads()}, {files} JPEGs (~500 x 375, q90), before: load size 256, after: cut "
+          f"at 224; views 224, batch {args.batch}, reps {reps} (median)")
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="leoclr_loading_"))
+    geometry = GeometryConfig(224, KINDS, crop_scale=(0.2, 1.0))
     try:
         jpegs = make_jpegs(files)
         mean_kb = sum(len(b) for _, b in jpegs) / len(jpegs) / 1024
@@ -207,89 +231,92 @@ def main(argv: list[str] | None = None) -> int:
             "ImageFolder": load_data("imagefolder", root=str(folder), image_size=256, in_memory=False).pretrain,
             "Parquet": load_data("parquet", root=str(parquet), image_size=256, in_memory=False).pretrain,
         }
+        cut = {fmt: GeometricViews(ds, geometry) for fmt, ds in sets.items()}
         maker = ViewMaker(ViewConfig(size=224))
         gen = torch.Generator().manual_seed(0)
-        configs = [(fmt, n, v) for fmt in sets for n in workers for v in (False, True)]
-        for fmt, n, v in configs:  # warm-up: start the persistent workers, fill the OS page cache
-            epoch(sets[fmt], args.batch, n, maker if v else None, gen, 0)
+        # the after paths for ImageFolder (the issue's measure); Parquet's after rate per core below
+        configs = [(fmt, n, path) for fmt in sets for n in workers for path, after, _ in PATHS
+                   if not after or fmt == "ImageFolder"]
+        spec = {path: (after, views) for path, after, views in PATHS}
+
+        def run(fmt, n, path, ep):
+            after, views = spec[path]
+            return epoch(cut[fmt] if after else sets[fmt], args.batch, n, maker if views else None, gen, ep)
+
+        for c in configs:  # warm-up: start the persistent workers, fill the OS page cache
+            run(*c, 0)
         rates: dict[tuple, list[float]] = {c: [] for c in configs}
         for r in range(reps):
             # interleaved; the configuration that starts a round rotates
             k = r * len(configs) // reps
-            for fmt, n, v in configs[k:] + configs[:k]:
+            for c in configs[k:] + configs[:k]:
                 t0 = time.perf_counter()
-                count = epoch(sets[fmt], args.batch, n, maker if v else None, gen, r + 1)
-                rates[(fmt, n, v)].append(count / (time.perf_counter() - t0))
-        for ds in sets.values():
+                count = run(*c, r + 1)
+                rates[c].append(count / (time.perf_counter() - t0))
+        for ds in (*sets.values(), *cut.values()):
             release_loaders(ds)
-        decode_core = decode_rates(sets, reps)
+        core = per_core_rates({**{f"{fmt} before": (ds, int) for fmt, ds in sets.items()},
+                               **{f"{fmt} after": (ds, lambda i: (i, 0)) for fmt, ds in cut.items()}}, reps)
         miss_rate = parquet_miss_rate(tmp / "parquet_groups", jpegs, 64 if args.quick else 128, reps)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     med = {c: statistics.median(v) for c, v in rates.items()}
-    views224 = views_rate(224, 256, 32 if args.quick else 64, reps)
+    batch224 = 32 if args.quick else 64
+    views224 = views_rate(224, 256, batch224, reps)
+    photometric224 = views_rate(224, 224, batch224, reps, precut=True)
     views32 = views_rate(32, 32, 256, reps)
     load_after = os.getloadavg()
 
     print(f"(mean JPEG size {mean_kb:.0f} KiB)")
     # median over the rounds, and the best round: on a shared machine the rounds in which other
     # processes took the cores drag the median down; the best round is the least disturbed one
-    print("| loader workers | ImageFolder decode img/s | Parquet decode img/s | "
-          "ImageFolder decode + CPU views img/s | Parquet decode + CPU views img/s |")
-    print("|---|---|---|---|---|")
-
-    def cell(c):
-        return f"{med[c]:.0f} (best {max(rates[c]):.0f})"
-
+    columns = [(fmt, path) for fmt in sets for path, after, _ in PATHS if not after or fmt == "ImageFolder"]
+    print("| loader workers | " + " | ".join(f"{fmt} {path} img/s" for fmt, path in columns) + " |")
+    print("|---|" + "---|" * len(columns))
     for n in workers:
-        print(f"| {n} | {cell(('ImageFolder', n, False))} | {cell(('Parquet', n, False))} | "
-              f"{cell(('ImageFolder', n, True))} | {cell(('Parquet', n, True))} |")
+        print(f"| {n} | " + " | ".join(f"{med[(fmt, n, path)]:.0f} (best {max(rates[(fmt, n, path)]):.0f})"
+                                       for fmt, path in columns) + " |")
     print("(median of the rounds; in brackets the best round)")
-    print(f"\nper core (one thread): views (original + 2 crops, MoCo v2 aug) {views224:.0f} img/s "
-          f"at 224 px (src 256), {views32:.0f} img/s at 32 px; decode + resize to 256: "
-          + ", ".join(f"{fmt} {r:.0f} img/s" for fmt, r in decode_core.items())
-          + f"; Parquet with a row-group cache miss on every read (a shuffled epoch over a large "
-          f"set) {miss_rate:.0f} img/s")
-    # the slower of the two formats while the Parquet row group is cached; then Parquet at scale
-    decode = min(decode_core.values())
-    sources = (("JPEG files (ImageFolder / Parquet, cached row group)", decode),
-               ("Parquet at scale (row-group miss per read)", miss_rate))
-    cores = []
-    if decode:
-        print("\n| target | images from | views on | CPU cores for decode | CPU cores for views "
-              "| total cores |")
-        print("|---|---|---|---|---|---|")
-        for name, rate, size in TARGETS:
-            v_rate = views224 if size == 224 else views32
-            # 32 px sets (CIFAR) are held in memory as uint8: nothing to decode per step
-            for source, dec_rate in (sources if size == 224 else (("uint8 tensor in memory", None),)):
-                dec = rate / dec_rate if dec_rate else 0.0
-                for where in ("CPU", "GPU"):
-                    vc = rate / v_rate if where == "CPU" else 0.0
-                    print(f"| {name}, {rate} img/s | {source} | {where} | {dec:.1f} | {vc:.1f} | "
-                          f"{dec + vc:.1f} |")
-                    cores.append({"target": name, "img_s": rate, "source": source, "views_on": where,
-                                  "decode_cores": dec, "views_cores": vc})
-    print(f"(1-min load average before / after: {load_before[0]:.1f} / {load_after[0]:.1f} on "
-          f"{os.cpu_count()} CPUs; other processes competing for the cores slow every figure; "
-          f"{time.perf_counter() - run_start:.0f} s in all)")
-    if args.out:
-        import json
 
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({
-            "argv": sys.argv[1:] if argv is None else argv, "torch": torch.__version__,
-            "cpus": os.cpu_count(), "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
-            "files": files,
-            "mean_jpeg_kib": mean_kb, "batch": args.batch, "reps": reps,
-            "load_before": load_before, "load_after": load_after,
+    # before / after per core, at 224 px, and the cores one GPU needs at 2,000 img/s
+    def whole(a: float, b: float) -> float:  # two stages on one core, one after the other
+        return 1.0 / (1.0 / a + 1.0 / b)
+
+    rows = []
+    for fmt in sets:
+        before, after = core[f"{fmt} before"], core[f"{fmt} after"]
+        rows += [(f"{fmt}: decode (before: + squash to 256; after: + cut 3 views at 224), img/s per core",
+                  before, after),
+                 (f"{fmt}: whole pipeline on one core (+ views / + photometric on the CPU), img/s",
+                  whole(before, views224), whole(after, photometric224))]
+    rows.append(("device-side stage on the CPU, img/s per core (before: 3 views from 256 px; after: "
+                 "photometric of 3 pre-cut views)", views224, photometric224))
+    target = TARGETS[0][1]
+    image_folder = (core["ImageFolder before"], core["ImageFolder after"])
+    rows += [(f"ImageFolder: CPU cores for {target} img/s, device-side stage on the GPU",
+              target / image_folder[0], target / image_folder[1]),
+             (f"ImageFolder: CPU cores for {target} img/s, device-side stage on the CPU",
+              target / whole(image_folder[0], views224), target / whole(image_folder[1], photometric224))]
+    print("\n| measure (224 px) | before (squash path) | after (worker-side geometry) | after / before |")
+    print("|---|---|---|---|")
+    for name, before, after in rows:
+        print(f"| {name} | {before:.1f} | {after:.1f} | {after / before:.2f}x |")
+    print(f"(also per core: views at 32 px {views32:.0f} img/s; Parquet with a row-group cache miss on every "
+          f"read (a shuffled epoch over a large set, before path) {miss_rate:.0f} img/s, so "
+          f"{target / miss_rate:.1f} cores for {target} img/s)")
+    print(load_note(load_before, load_after, time.perf_counter() - run_start))
+    if args.out:
+        write_results(args.out, sys.argv[1:] if argv is None else argv, {
+            "torch": torch.__version__, "cpus": os.cpu_count(), "cpu_model": cpu_model(),
+            "torch_threads": torch.get_num_threads(), "files": files, "mean_jpeg_kib": mean_kb,
+            "batch": args.batch, "reps": reps, "load_before": load_before, "load_after": load_after,
             "seconds": time.perf_counter() - run_start,
-            "loader": [{"format": f, "workers": n, "views": v, "img_s": med[(f, n, v)],
-                        "all_img_s": rates[(f, n, v)]} for f, n, v in configs],
-            "per_core_img_s": {"decode": decode_core, "parquet_row_group_miss": miss_rate,
-                               "views_224": views224, "views_32": views32},
-            "cores": cores,
-        }, indent=1))
+            "loader": [{"format": f, "workers": n, "path": path, "img_s": med[(f, n, path)],
+                        "all_img_s": rates[(f, n, path)]} for f, n, path in configs],
+            "per_core_img_s": {**core, "parquet_row_group_miss": miss_rate, "views_224": views224,
+                               "photometric_224": photometric224, "views_32": views32},
+            "before_after": [{"measure": name, "before": b, "after": a} for name, b, a in rows],
+        })
     return 0
 
 

@@ -4,8 +4,10 @@ A `TrainConfig` is what one trial trains. It is flat on purpose: every key is a 
 (`attraction_strategy`, `key_momentum`, `temperature`, `queue_size`, ...) that appears unchanged
 in `--set key=value` overrides, in search-space YAML files and as an MLflow parameter.
 
-Defaults follow docs/method.md: MoCo-v2 / LeOCLR on small images (the official MoCo CIFAR-10 demo's
-settings where the paper leaves a choice open), scaled so a CPU run shows a learning signal.
+Defaults follow docs/method.md: the paper's optimisation (lr 0.03 per 256 images, key momentum
+0.999, weight decay 1e-4) and MoCo v2's augmentation, on the offline photo_patches set at 32 px so
+a CPU run works out of the box. ``preset`` fills whole recipes (trainables/presets.py: the paper's
+ImageNet / CIFAR-10 / STL-10 settings, the MoCo CIFAR-10 demo); keys given explicitly win.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from trainables.validation import InputError, did_you_mean, is_int, is_number
+from trainables.presets import PRESETS
+from trainables.validation import InputError, did_you_mean, is_int, is_number, is_probability
 
 ATTRACTION_STRATEGIES = ("moco_v2", "leoclr", "leoclr_random_original", "attract_all")
 MECHANISMS = ("momentum", "end_to_end")
@@ -39,6 +42,7 @@ class ConfigError(InputError):
 
 @dataclass
 class TrainConfig:
+    preset: str | None = None  # a recipe of trainables/presets.py; explicit keys override it
     # ---- data ----------------------------------------------------------------------------
     dataset: str = "photo_patches"
     data_root: str | None = None  # required for cifar10/100, stl10, imagefolder, parquet
@@ -47,10 +51,20 @@ class TrainConfig:
     view_size: int | None = None  # resolution of the training views; None = image_size
     photo_patches: dict = field(default_factory=dict)  # options for the photo_patches builder
     loader_workers: int = 0  # DataLoader processes for file-backed datasets
+    val_fraction: float = 0.1  # share of each class's labelled training images held out for validation
+    val_seed: int = 0  # seeds the validation carve; fixed across a sweep (it does not follow `seed`)
     # ---- views (augmentation) --------------------------------------------------------------
-    augmentation: str = "v2"  # MoCo augmentation preset: v2 (aug+) or v1
+    augmentation: str = "v2"  # MoCo augmentation base: v2 (aug+) or v1; the keys below refine it
     crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area range
-    blur_prob: float | None = None  # None = preset default (v2: 0.5, v1: 0)
+    jitter_prob: float | None = None  # colour jitter probability; None = base (v2: 0.8, v1: 1)
+    jitter_brightness: float | None = None  # jitter strengths; None = base (v2: .4 .4 .4 .1,
+    jitter_contrast: float | None = None  # v1: .4 .4 .4 .4); 0 switches that op off
+    jitter_saturation: float | None = None
+    jitter_hue: float | None = None  # in [0, 0.5]
+    grayscale_prob: float = 0.2  # RandomGrayscale probability (both bases: 0.2)
+    blur_prob: float | None = None  # None = base default (v2: 0.5, v1: 0)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # Gaussian blur sigma range
+    flip_prob: float = 0.5  # horizontal flip probability
     # ---- model -----------------------------------------------------------------------------
     backbone: str = "resnet18_cifar"
     head: str = "mlp"  # mlp = MoCo v2 head, linear = MoCo v1 head
@@ -62,15 +76,15 @@ class TrainConfig:
     mechanism: str = "momentum"  # momentum (queue + key encoder) or end_to_end (NT-Xent)
     symmetric: bool = False  # moco_v2 only: also l(q2, k1)
     enqueue: str = "both"  # which key views enter the queue: both (all) or first
-    key_momentum: float = 0.99  # m in theta_k <- m theta_k + (1 - m) theta_q
+    key_momentum: float = 0.999  # m in theta_k <- m theta_k + (1 - m) theta_q
     temperature: float = 0.2  # tau
     queue_size: int = 4096  # K negatives
     # ---- optimisation ----------------------------------------------------------------------
     epochs: int = 10
     batch_size: int = 256  # global batch (all workers together)
-    lr: float = 0.06  # base learning rate per 256 images; actual lr = lr * batch_size / 256
+    lr: float = 0.03  # base learning rate per 256 images; actual lr = lr * batch_size / 256
     optimizer_momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float = 1e-4
     warmup_epochs: float = 0.0
     # ---- monitoring ------------------------------------------------------------------------
     knn_k: int = 200
@@ -78,6 +92,7 @@ class TrainConfig:
     knn_every: int = 1  # epochs between kNN evaluations (always at the last epoch)
     knn_epochs: tuple[int, ...] = ()  # more epochs with a kNN evaluation (a search adds ASHA's rungs)
     knn_at_start: bool = False  # also measure the random-init encoder (epoch 0)
+    rankme_samples: int = 2048  # validation images (in order) whose features RankMe reads
     finite_check_every: int = 20  # steps between host syncs that check the loss is finite
     # ---- runtime ---------------------------------------------------------------------------
     seed: int = 0
@@ -100,6 +115,7 @@ class TrainConfig:
         if unknown:
             hints = [f"{k!r}{did_you_mean(k, known)}" for k in unknown]
             raise ConfigError(f"unknown key(s) {', '.join(hints)}", source=source)
+        values = {**preset_defaults(values.get("preset"), source), **values}
         hints_by_name = typing.get_type_hints(cls)
         coerced = {k: _coerce(source, k, v, hints_by_name[k]) for k, v in values.items()}
         cfg = cls(**coerced)
@@ -114,8 +130,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["crop_scale"] = list(self.crop_scale)
-        d["knn_epochs"] = list(self.knn_epochs)
+        for key, value in d.items():
+            if isinstance(value, tuple):
+                d[key] = list(value)
         return d
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -129,6 +146,10 @@ class TrainConfig:
     def resolved_view_size(self) -> int:
         return self.view_size or self.image_size
 
+    def jitter_strengths(self) -> tuple[float | None, float | None, float | None, float | None]:
+        """(brightness, contrast, saturation, hue) as given; None = the augmentation base's."""
+        return (self.jitter_brightness, self.jitter_contrast, self.jitter_saturation, self.jitter_hue)
+
     def scaled_lr(self) -> float:
         """Linear scaling rule: lr * global batch / 256."""
         return self.lr * self.batch_size / 256
@@ -138,6 +159,7 @@ class TrainConfig:
             return ConfigError(reason, source=source, key=key, value=getattr(self, key))
 
         for key, allowed in (
+            ("preset", (None, *PRESETS)),
             ("attraction_strategy", ATTRACTION_STRATEGIES),
             ("mechanism", MECHANISMS),
             ("backbone", BACKBONES),
@@ -151,16 +173,23 @@ class TrainConfig:
         ):
             value = getattr(self, key)
             if value not in allowed:
-                hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
-                raise bad(key, f"must be one of {', '.join(allowed)}{hint}")
+                names = [a for a in allowed if a is not None]
+                hint = did_you_mean(value, names) if isinstance(value, str) else ""
+                null = " or null" if None in allowed else ""
+                raise bad(key, f"must be one of {', '.join(names)}{null}{hint}")
         if not 0.0 <= self.key_momentum < 1.0:
             raise bad("key_momentum", "must be in [0, 1) (theta_k <- m theta_k + (1 - m) theta_q)")
         if not (is_number(self.temperature) and self.temperature > 0):
             raise bad("temperature", "must be a finite number > 0")
+        if not (is_number(self.val_fraction) and 0.0 < self.val_fraction < 1.0):
+            raise bad("val_fraction", "must be in (0, 1): the share of each class's labelled training "
+                      "images held out as the validation split that every selection reads")
+        if self.val_seed < 0:
+            raise bad("val_seed", "must be >= 0")
         if not (self.knn_temperature > 0):
             raise bad("knn_temperature", "must be > 0")
         for key in ("epochs", "batch_size", "image_size", "embedding_dim", "knn_k", "knn_every",
-                    "checkpoint_every", "finite_check_every"):
+                    "checkpoint_every", "finite_check_every", "rankme_samples"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be >= 1")
         if any(e < 1 for e in self.knn_epochs):
@@ -177,8 +206,20 @@ class TrainConfig:
         lo, hi = self.crop_scale
         if not 0.0 < lo <= hi <= 1.0:
             raise bad("crop_scale", "must be two numbers 0 < min <= max <= 1")
-        if self.blur_prob is not None and not 0.0 <= self.blur_prob <= 1.0:
-            raise bad("blur_prob", "must be a probability in [0, 1] (or null for the preset)")
+        for key in ("jitter_prob", "blur_prob", "grayscale_prob", "flip_prob"):
+            value = getattr(self, key)
+            if value is not None and not is_probability(value):
+                null = "" if key in ("grayscale_prob", "flip_prob") else " (or null for the augmentation base)"
+                raise bad(key, f"must be a probability in [0, 1]{null}")
+        for key in ("jitter_brightness", "jitter_contrast", "jitter_saturation", "jitter_hue"):
+            value = getattr(self, key)
+            if value is not None and not (is_number(value) and value >= 0):
+                raise bad(key, "must be a number >= 0 (0 switches the op off; null for the augmentation base)")
+        if self.jitter_hue is not None and self.jitter_hue > 0.5:
+            raise bad("jitter_hue", "must be in [0, 0.5] (a hue shift is a fraction of the colour wheel)")
+        s0, s1 = self.blur_sigma
+        if not (is_number(s0) and 0.0 < s0 <= s1):
+            raise bad("blur_sigma", "must be two numbers 0 < min <= max")
         for key in ("lr", "weight_decay", "optimizer_momentum", "warmup_epochs"):
             value = getattr(self, key)
             if not (is_number(value) and value >= 0):
@@ -206,6 +247,18 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------
+def preset_defaults(name: Any, source: str = "config") -> dict[str, Any]:
+    """The keys preset ``name`` fills (``{}`` for None); an unknown name is a ConfigError with
+    a did-you-mean."""
+    if name is None:
+        return {}
+    if not isinstance(name, str) or name not in PRESETS:
+        hint = did_you_mean(name, PRESETS) if isinstance(name, str) else ""
+        raise ConfigError(f"must be one of {', '.join(PRESETS)} or null{hint}", source=source,
+                          key="preset", value=name)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in PRESETS[name].items()}
+
+
 def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
     """Check `value` against the field's type; ints are accepted where floats are expected."""
     def bad(reason: str) -> ConfigError:

@@ -1,7 +1,9 @@
 """Weighted kNN classifier on frozen features (the per-epoch monitor, docs/method.md).
 
-Features of the frozen backbone are L2-normalised; the memory bank is the labelled train split
-under the test transform. For each test feature, the k most cosine-similar bank features vote
+Features of the frozen backbone are L2-normalised; the memory bank is the labelled training
+split (``DataBundle.memory``, validation held out) under the eval view. For each query feature
+(the validation split at every monitor epoch, the test split at the last one:
+``trainables.monitor``), the k most cosine-similar bank features vote
 for their labels with weight exp(sim / t) (k = 200, t = 0.1 by default, as in the official
 MoCo CIFAR demo and InstDisc); the class with the largest summed weight is the prediction.
 """
@@ -44,12 +46,15 @@ def extract_features(
     fn: Callable[[torch.Tensor], torch.Tensor],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     prepare: Callable[[torch.Tensor], torch.Tensor],
+    normalize: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run `fn(prepare(images))` over batches; returns (L2-normalised features N x D, labels N),
-    gathered from all workers when distributed (each worker passes its own shard)."""
+    """Run `fn(prepare(images))` over batches; returns (float32 features N x D, L2-normalised
+    unless `normalize` is False; labels N), gathered from all workers when distributed (each
+    worker passes its own shard; rank 0's rows first, then rank 1's, ...)."""
     feats, labels = [], []
     for images, y in batches:
-        feats.append(F.normalize(fn(prepare(images)).float(), dim=1))
+        out = fn(prepare(images)).float()
+        feats.append(F.normalize(out, dim=1) if normalize else out)
         labels.append(y.to(feats[-1].device))
     f, y = torch.cat(feats), torch.cat(labels)
     return D.all_gather_variable(f), D.all_gather_variable(y)
@@ -65,7 +70,9 @@ def knn_accuracy(
     t: float = 0.1,
     chunk: int = 1024,
 ) -> dict[str, float]:
-    """Top-1 (and top-5 when there are > 5 classes) kNN accuracy in percent."""
+    """Top-1 (and top-5 when there are > 5 classes) kNN accuracy in percent, as {"knn_top1",
+    "knn_top5"}; test_features: B x D queries with test_labels: B; bank: M x D with bank_labels:
+    M (all L2-normalised, labels >= 0). The monitor prefixes the keys with its split (val_/test_)."""
     top1 = top5 = 0
     for s in range(0, test_features.shape[0], chunk):
         scores = knn_predict(test_features[s : s + chunk], bank, bank_labels, num_classes, k, t)

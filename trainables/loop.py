@@ -12,8 +12,10 @@ One step (momentum mechanism):
   SGD step; theta_k <- m theta_k + (1 - m) theta_q   # models.EmaUpdater (Eq. 1)
   queue.enqueue(all_gather(k to enqueue))            # FIFO, any batch size
 
-Once per epoch: the kNN monitor, a checkpoint (atomic: temp dir, then rename), and
-`report(metrics, checkpoint_dir_or_None)` on every rank (the injected reporting hook).
+Once per epoch: the monitor at its epochs (trainables.monitor: val_knn_top1/5 and rankme on the
+validation split; test_knn_top1/5 at the last epoch only), a checkpoint (atomic: temp dir, then
+rename), and `report(metrics, checkpoint_dir_or_None)` on every rank (the injected reporting
+hook).
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ from trainables.checkpoint import (
     write_checkpoint,
 )
 from trainables.config import ConfigError, TrainConfig
-from trainables.data import DevicePrefetcher, TensorImageDataset, iterate_batches, load_data, num_batches
-from trainables.knn import extract_features, knn_accuracy
+from trainables.data import DevicePrefetcher, iterate_batches, load_data, num_batches
+from trainables.data.geometry import GeometryConfig, geometric_views, iterate_view_batches
 from trainables.losses import STRATEGIES, end_to_end_loss
 from trainables.models import EmaUpdater, Encoder, KeyQueue, convert_split_bn, make_key_encoder
-from trainables.views import ViewConfig, ViewMaker
+from trainables.monitor import Monitor, monitor_views, uses_amp, uses_channels_last
 
 ReportFn = Callable[[dict[str, Any], "str | None"], None]
 
@@ -94,18 +96,16 @@ class Trainer:
                               "equal groups; change batch_size or bn_splits", key="batch_size",
                               value=cfg.batch_size)
         self.device = device or resolve_device(cfg)
-        cuda = self.device.type == "cuda"
-        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and cuda)
-        # channels_last "auto" is on for every device: NHWC is what tensor cores want on CUDA, and
-        # oneDNN's NHWC convolutions are its fast path on CPU (figures: docs/performance.md)
-        self.channels_last = cfg.channels_last != "off"
+        self.amp = uses_amp(cfg, self.device)
+        self.channels_last = uses_channels_last(cfg)
         self.strategy = STRATEGIES[cfg.attraction_strategy]
         self.momentum_mechanism = cfg.mechanism == "momentum"
 
         # Data: rank 0 builds caches / downloads first, the others then read them.
         with distributed.rank0_first():
             self.data = load_data(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size,
-                                  download=cfg.download, photo_patches=cfg.photo_patches)
+                                  download=cfg.download, photo_patches=cfg.photo_patches,
+                                  val_fraction=cfg.val_fraction, val_seed=cfg.val_seed)
         self.steps_per_epoch = num_batches(self.data.pretrain, self.local_batch,
                                            world_size=self.world, drop_last=True)
         if cfg.max_steps_per_epoch:
@@ -114,9 +114,14 @@ class Trainer:
             raise ConfigError(f"the {cfg.dataset} training set has {len(self.data.pretrain)} images, "
                               "fewer than one global batch", key="batch_size", value=cfg.batch_size)
         # views are written straight in the layout the encoders read (no conversion copy)
-        self.views = ViewMaker(ViewConfig(size=cfg.resolved_view_size, crop_scale=tuple(cfg.crop_scale),
-                                          preset=cfg.augmentation, blur_prob=cfg.blur_prob),
-                               channels_last=self.channels_last)
+        self.views = monitor_views(cfg, self.channels_last)
+        self.monitor = Monitor(cfg, self.data, self.device, views=self.views,
+                               channels_last=self.channels_last, amp=self.amp, rank=self.rank,
+                               world=self.world)
+        # file-backed photos keep their aspect ratio: the loader workers cut the geometric views
+        # from each decoded image (data/geometry.py); in-memory square sets are cut on the device
+        self.worker_views = geometric_views(self.data.pretrain, GeometryConfig(
+            cfg.resolved_view_size, self.strategy.views, tuple(cfg.crop_scale), seed=cfg.seed))
 
         # Models: identical initialisation on every rank (DDP also broadcasts rank 0's weights).
         torch.manual_seed(cfg.seed)
@@ -166,9 +171,11 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor, view_gen: torch.Generator,
                    shuffle_gen: torch.Generator) -> torch.Tensor:
-        """One optimisation step on a local batch of uint8 images (B x 3 x S x S, on device)."""
+        """One optimisation step on a local batch of uint8 images (B x 3 x S x S, on device), or
+        of views the loader workers cut (B x V x 3 x R x R: only the photometric stage is left)."""
         cfg, spec = self.cfg, self.strategy
-        views = self.views(images, spec.views, view_gen)
+        views = (self.views.photometric(images, view_gen) if images.dim() == 5
+                 else self.views(images, spec.views, view_gen))
         self._set_lr()
         with self._autocast():
             if self.momentum_mechanism:
@@ -215,9 +222,11 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         start = time.perf_counter()
         steps = 0
-        batches = iterate_batches(self.data.pretrain, self.local_batch, shuffle=True, seed=cfg.seed,
-                                  epoch=self.epoch, rank=self.rank, world_size=self.world, drop_last=True,
-                                  num_workers=cfg.loader_workers, pin_memory=self.device.type == "cuda")
+        iterate, source = ((iterate_view_batches, self.worker_views) if self.worker_views is not None
+                           else (iterate_batches, self.data.pretrain))
+        batches = iterate(source, self.local_batch, shuffle=True, seed=cfg.seed, epoch=self.epoch,
+                          rank=self.rank, world_size=self.world, drop_last=True,
+                          num_workers=cfg.loader_workers, pin_memory=self.device.type == "cuda")
         # on CUDA: pinned batches, the copy of the next one overlapping this step (no-op on CPU)
         for images, _ in DevicePrefetcher(batches, self.device):
             if steps >= self.steps_per_epoch:
@@ -256,35 +265,10 @@ class Trainer:
                 distributed.average_float_buffers(module)
 
     # ---------------------------------------------------------------------------------------
-    def _eval_batches(self, ds, batch_size: int = 512):
-        """This rank's share of a labelled split, in order, nothing dropped."""
-        if isinstance(ds, TensorImageDataset):
-            images, labels = ds.images[self.rank :: self.world], ds.labels[self.rank :: self.world]
-            for s in range(0, images.shape[0], batch_size):
-                yield images[s : s + batch_size], labels[s : s + batch_size]
-            return
-        subset = torch.utils.data.Subset(ds, range(self.rank, len(ds), self.world))
-        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False,
-                                             num_workers=self.cfg.loader_workers)
-        yield from loader
-
-    @torch.no_grad()
-    def knn_eval(self) -> dict[str, float]:
-        """kNN top-1/top-5 (percent) of the query backbone: bank = memory split, queries = test."""
-        encoder = self.query_encoder
-        was_training = encoder.training
-        encoder.eval()
-        prepare = lambda x: self.views.eval_view(x.to(self.device, non_blocking=True))  # noqa: E731
-        fn = lambda x: encoder.features(  # noqa: E731
-            x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
-        try:
-            with self._autocast():
-                bank, bank_y = extract_features(fn, self._eval_batches(self.data.memory), prepare)
-                test, test_y = extract_features(fn, self._eval_batches(self.data.test), prepare)
-        finally:
-            encoder.train(was_training)
-        return knn_accuracy(test, test_y, bank, bank_y, len(self.data.classes),
-                            k=self.cfg.knn_k, t=self.cfg.knn_temperature)
+    def knn_eval(self, test: bool = False) -> dict[str, float]:
+        """The monitor (trainables.monitor) on the query backbone: val_knn_top1/5 and rankme on
+        the validation split; with ``test`` also test_knn_top1/5 (the last epoch only)."""
+        return self.monitor(self.query_encoder.backbone, test=test)
 
     # ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -363,7 +347,7 @@ class Trainer:
             checkpoint_dir = tempfile.mkdtemp(prefix="leoclr_ckpt_")
         init_metrics = {}
         if cfg.knn_at_start and self.epoch == 0:
-            init_metrics = {f"{k}_init": v for k, v in self.knn_eval().items()}
+            init_metrics = {f"{k}_init": v for k, v in self.knn_eval().items()}  # val_knn_top1_init, ...
         written: list[Path] = []
         if self.epoch >= cfg.epochs and self.history and report is not None:
             # resumed from its final checkpoint (e.g. a sweep driver killed after the run ended):
@@ -375,9 +359,10 @@ class Trainer:
                 metrics = self.train_epoch()
                 self.epoch += 1
                 self.sync_bn_statistics()
-                if self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs or self.epoch in cfg.knn_epochs:
+                last = self.epoch == cfg.epochs
+                if self.epoch % cfg.knn_every == 0 or last or self.epoch in cfg.knn_epochs:
                     knn_start = time.perf_counter()
-                    metrics.update(self.knn_eval())
+                    metrics.update(self.knn_eval(test=last))
                     metrics["knn_time_s"] = time.perf_counter() - knn_start
                 metrics.update(init_metrics)
                 init_metrics = {}

@@ -110,6 +110,7 @@ __all__ = [
     "ViewParams",
     "LUMA",
     "blur_kernel_size",
+    "centre_crop_fallback",
     "gaussian_kernels",
     "sample_crop_boxes",
     "torchvision_reference_pipeline",
@@ -134,7 +135,8 @@ class ViewConfig:
     crop_scale: tuple[float, float] = (0.2, 1.0)
     preset: str = "v2"  # "v2" | "v1"
     jitter_prob: float | None = None  # None -> preset default (v2: 0.8, v1: 1.0)
-    jitter: tuple[float, float, float, float] | None = None  # None -> preset
+    # (brightness, contrast, saturation, hue); None -> preset, and a None entry -> that preset value
+    jitter: tuple[float | None, float | None, float | None, float | None] | None = None
     grayscale_prob: float = 0.2
     blur_prob: float | None = None  # None -> preset (v2: 0.5, v1: 0.0)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
@@ -160,8 +162,9 @@ class ViewConfig:
             if p is not None and not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
         if self.jitter is not None:
-            if len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5:
-                raise ValueError(f"jitter must be 4 values >= 0 with hue <= 0.5, got {self.jitter}")
+            given = [j for j in self.jitter if j is not None]
+            if len(self.jitter) != 4 or min(given, default=0) < 0 or (self.jitter[3] or 0) > 0.5:
+                raise ValueError(f"jitter must be 4 values >= 0 (or None) with hue <= 0.5, got {self.jitter}")
         s0, s1 = self.blur_sigma
         if not 0.0 < s0 <= s1:
             raise ValueError(f"blur_sigma must satisfy 0 < lo <= hi, got {self.blur_sigma}")
@@ -179,7 +182,19 @@ class ViewConfig:
 
     @property
     def resolved_jitter(self) -> tuple[float, float, float, float]:
-        return _PRESETS[self.preset][1] if self.jitter is None else tuple(map(float, self.jitter))
+        base = _PRESETS[self.preset][1]
+        if self.jitter is None:
+            return base
+        return tuple(float(b if j is None else j) for j, b in zip(self.jitter, base))
+
+    @classmethod
+    def from_train_config(cls, cfg, size: int | None = None) -> "ViewConfig":
+        """The views of a ``TrainConfig`` (its ``augmentation`` base refined by the augmentation
+        keys, docs/config.md) at ``size`` (default: its view size)."""
+        return cls(size=size or cfg.resolved_view_size, crop_scale=tuple(cfg.crop_scale),
+                   preset=cfg.augmentation, jitter_prob=cfg.jitter_prob,
+                   jitter=cfg.jitter_strengths(), grayscale_prob=cfg.grayscale_prob,
+                   blur_prob=cfg.blur_prob, blur_sigma=tuple(cfg.blur_sigma), flip_prob=cfg.flip_prob)
 
     @property
     def resolved_blur_prob(self) -> float:
@@ -220,6 +235,20 @@ def _rand(shape, generator: torch.Generator) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=generator.device)
 
 
+def centre_crop_fallback(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+    """torchvision RandomResizedCrop's fallback when no try fits: the centred box ``(x0, y0, x1,
+    y1)`` of the whole image with its aspect ratio clamped into ``ratio``."""
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    y0, x0 = (height - h) // 2, (width - w) // 2
+    return x0, y0, x0 + w, y0 + h
+
+
 def sample_crop_boxes(
     n: int,
     height: int,
@@ -253,15 +282,8 @@ def sample_crop_boxes(
     # randint(0, H - h + 1): floor(u * (H - h + 1)), guarded against u*(m) rounding up to m.
     y0 = torch.minimum(torch.floor(pos[:, 0] * (height - h + 1)), height - h)
     x0 = torch.minimum(torch.floor(pos[:, 1] * (width - w + 1)), width - w)
-    # torchvision's fallback: centre crop with the ratio clamped into range.
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        fw, fh = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fh, fw = height, int(round(height * max(ratio)))
-    else:
-        fw, fh = width, height
-    fy0, fx0 = (height - fh) // 2, (width - fw) // 2
+    fx0, fy0, fx1, fy1 = centre_crop_fallback(height, width, ratio)
+    fw, fh = fx1 - fx0, fy1 - fy0
     # (Python scalars, not new tensors: a host -> device copy would synchronise on CUDA)
     x0 = torch.where(found, x0, float(fx0))
     y0 = torch.where(found, y0, float(fy0))
@@ -612,6 +634,23 @@ class ViewMaker:
         n, _, height, width = images.shape
         params = [self.sample_params(kind, n, height, width, generator) for kind in kinds]
         return self.render(images, params)
+
+    def photometric(self, views: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+        """The photometric stage alone, on views already cut to ``R x R`` elsewhere (by the loader
+        workers: ``trainables.data.geometry``).
+
+        views: ``B x V x 3 x R x R`` (uint8 or float) -> V normalised views ``B x 3 x R x R``,
+        each sample with its own colour jitter, grayscale, blur and flip drawn from
+        ``generator``. A pre-cut view is rendered as an ``"original"`` view whose source already
+        has the output size, so nothing is resampled and the rest is the same code as
+        ``__call__``: for the same generator state, ``photometric(x[:, None], g)[0]`` equals
+        ``self(x, ["original"], g)[0]`` bit for bit.
+        """
+        size = self.cfg.size
+        if not isinstance(views, torch.Tensor) or views.dim() != 5 or views.shape[2:] != (3, size, size):
+            got = getattr(views, "shape", type(views))
+            raise ValueError(f"views must be a B x V x 3 x {size} x {size} tensor, got {got}")
+        return [self(views[:, i], ["original"], generator)[0] for i in range(views.shape[1])]
 
     def eval_view(self, images: torch.Tensor) -> torch.Tensor:
         """Deterministic test transform: resize the whole image to R x R (the original view's

@@ -28,12 +28,12 @@ from trainables.models import SplitBatchNorm, build_backbone
 
 
 def fake_checkpoints(folder, scores: dict) -> None:
-    """epoch_NNNN folders holding a placeholder checkpoint.pt and metrics {epoch, knn_top1}."""
+    """epoch_NNNN folders holding a placeholder checkpoint.pt and metrics {epoch, val_knn_top1}."""
     for epoch, score in scores.items():
         ckpt = folder / f"epoch_{epoch:04d}"
         ckpt.mkdir()
         (ckpt / CHECKPOINT_FILE).write_bytes(b"x")
-        (ckpt / METRICS_FILE).write_text(json.dumps({"epoch": epoch, "knn_top1": score}))
+        (ckpt / METRICS_FILE).write_text(json.dumps({"epoch": epoch, "val_knn_top1": score}))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -46,10 +46,10 @@ def test_prune_checkpoints_keeps_the_best_and_the_newest(tmp_path):
     num_to_keep best-scoring checkpoints, plus the newest."""
     fake_checkpoints(tmp_path, {1: 30.0, 2: 50.0, 3: 40.0, 4: None, 5: 10.0})  # epoch 4: no kNN
     (tmp_path / ".tmp_epoch_0006_x").mkdir()  # a checkpoint being written is never touched
-    prune_checkpoints(tmp_path, "knn_top1", "max", keep=2)  # best: 2 (50), 3 (40); newest: 5
+    prune_checkpoints(tmp_path, "val_knn_top1", "max", keep=2)  # best: 2 (50), 3 (40); newest: 5
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp_epoch_0006_x", "epoch_0002", "epoch_0003",
                                                           "epoch_0005"]
-    prune_checkpoints(tmp_path, "knn_top1", "min", keep=1)  # lowest: 5 (10), also the newest
+    prune_checkpoints(tmp_path, "val_knn_top1", "min", keep=1)  # lowest: 5 (10), also the newest
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["epoch_0005"]
 
 
@@ -72,7 +72,7 @@ def test_newest_first_skips_partial_writes_and_tries_unreadable_metrics_last(tmp
 def test_metrics_and_history_readers(tmp_path):
     fake_checkpoints(tmp_path, {2: 7.5})
     ckpt = tmp_path / "epoch_0002"
-    assert read_metrics(ckpt) == {"epoch": 2, "knn_top1": 7.5} and checkpoint_epoch(ckpt) == 2
+    assert read_metrics(ckpt) == {"epoch": 2, "val_knn_top1": 7.5} and checkpoint_epoch(ckpt) == 2
     assert read_history(ckpt) == []  # no history.json
     (ckpt / HISTORY_FILE).write_text(json.dumps([{"epoch": 1}, {"epoch": 2}]))
     assert read_history(ckpt) == [{"epoch": 1}, {"epoch": 2}]

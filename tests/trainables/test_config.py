@@ -35,6 +35,18 @@ def test_defaults_are_valid_and_round_trip(tmp_path):
         ({"dataset": "imagenet22k"}, "dataset='imagenet22k': must be one of"),
         ({"warmup_epochs": 10, "epochs": 5}, "warmup_epochs=10.0: must be smaller than epochs (5)"),
         ({"enqueue": "all"}, "enqueue='all': must be one of both, first"),
+        ({"val_fraction": 0}, "val_fraction=0.0: must be in (0, 1): the share of each class's labelled"),
+        ({"val_fraction": 1}, "val_fraction=1.0: must be in (0, 1)"),
+        ({"val_fraction": -0.2}, "val_fraction=-0.2: must be in (0, 1)"),
+        ({"val_seed": -1}, "val_seed=-1: must be >= 0"),
+        ({"rankme_samples": 0}, "rankme_samples=0: must be >= 1"),
+        ({"jitter_prob": 1.5}, "jitter_prob=1.5: must be a probability in [0, 1] (or null for the augmentation base)"),
+        ({"grayscale_prob": -0.1}, "grayscale_prob=-0.1: must be a probability in [0, 1]"),
+        ({"flip_prob": 2}, "flip_prob=2.0: must be a probability in [0, 1]"),
+        ({"jitter_brightness": -0.4}, "jitter_brightness=-0.4: must be a number >= 0"),
+        ({"jitter_hue": 0.6}, "jitter_hue=0.6: must be in [0, 0.5]"),
+        ({"blur_sigma": [2.0, 0.1]}, "blur_sigma=(2.0, 0.1): must be two numbers 0 < min <= max"),
+        ({"preset": "paper"}, "preset='paper': must be one of paper_imagenet_r50"),
     ],
 )
 def test_bad_values_name_key_value_and_reason(values, needle):
@@ -42,6 +54,14 @@ def test_bad_values_name_key_value_and_reason(values, needle):
         TrainConfig.from_dict(values, source="my.yaml")
     assert str(err.value).startswith("my.yaml: ")
     assert needle in str(err.value)
+
+
+def test_validation_split_defaults():
+    cfg = TrainConfig()
+    assert (cfg.val_fraction, cfg.val_seed, cfg.rankme_samples) == (0.1, 0, 2048)
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({"val_fraction": 1.5}, source="--set")
+    assert (err.value.source, err.value.key, err.value.value) == ("--set", "val_fraction", 1.5)
 
 
 def test_end_to_end_ignores_queue_constraint():

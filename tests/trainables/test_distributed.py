@@ -214,18 +214,22 @@ def test_bn_statistics_are_averaged_over_workers(tmp_path):
         assert int(o["tracked"]) == 7
 
 
+MONITOR_KEYS = ("val_knn_top1", "val_knn_top5", "test_knn_top1", "test_knn_top5", "rankme")
+
+
 def _train_worker(rank: int, tmp: str, config: dict) -> None:
     from trainables.loop import run_training
 
     _init(rank, tmp)
     reports = []
     run_training(config, lambda m, c: reports.append(m), checkpoint_dir=f"{tmp}/ckpt")
-    torch.save({"knn_top1": reports[-1]["knn_top1"]}, f"{tmp}/out{rank}.pt")
+    torch.save({k: reports[-1][k] for k in MONITOR_KEYS}, f"{tmp}/out{rank}.pt")
     dist.destroy_process_group()
 
 
 def test_two_worker_knn_monitor_is_the_checkpointed_encoder(tmp_path, monkeypatch):
-    """The kNN the workers report is what a single process computes from rank 0's checkpoint."""
+    """The monitor the workers report (val / test kNN, RankMe on the val features put back in
+    split order) is what a single process computes from rank 0's checkpoint."""
     from trainables.config import TrainConfig
     from trainables.loop import Trainer
 
@@ -234,7 +238,10 @@ def test_two_worker_knn_monitor_is_the_checkpointed_encoder(tmp_path, monkeypatc
               "queue_size": 64, "epochs": 1, "max_steps_per_epoch": 3, "knn_k": 10, "warmup_epochs": 0,
               "photo_patches": {"train_per_class": 8, "test_per_class": 4}}
     outs = _run(_train_worker, tmp_path, config)
-    assert outs[0]["knn_top1"] == outs[1]["knn_top1"]
+    assert outs[0] == outs[1]
     trainer = Trainer(TrainConfig.from_dict(config))
     trainer.load_checkpoint(tmp_path / "ckpt" / "epoch_0001")
-    assert trainer.knn_eval()["knn_top1"] == outs[0]["knn_top1"]
+    single = trainer.knn_eval(test=True)
+    for key in MONITOR_KEYS[:4]:
+        assert single[key] == outs[0][key], key
+    assert single["rankme"] == pytest.approx(outs[0]["rankme"], rel=1e-5)

@@ -59,10 +59,12 @@ def test_every_strategy_trains_and_reports(overrides, tmp_path):
     final = run_training(tiny(epochs=1, **overrides), lambda m, c: reports.append((m, c)),
                          checkpoint_dir=str(tmp_path))
     (metrics, ckpt), = reports
-    for key in ("loss", "knn_top1", "lr", "images_per_s", "epoch_time_s", "epoch"):
+    for key in ("loss", "val_knn_top1", "val_knn_top5", "test_knn_top1", "test_knn_top5", "rankme", "lr",
+                "images_per_s", "epoch_time_s", "epoch"):
         assert key in metrics, key
     assert metrics["epoch"] == 1 and final == metrics
-    assert 0 <= metrics["knn_top1"] <= 100 and metrics["loss"] > 0
+    assert 0 <= metrics["val_knn_top1"] <= 100 and metrics["loss"] > 0
+    assert 1 <= metrics["rankme"] <= 256  # small_cnn: 256 features
     assert {CHECKPOINT_FILE, "encoder.pt", "config.json", "metrics.json", "history.json"} <= set(os.listdir(ckpt))
     assert json.loads(open(os.path.join(ckpt, "history.json")).read()) == [metrics]
     assert json.loads(open(os.path.join(ckpt, "config.json")).read())["attraction_strategy"] == overrides["attraction_strategy"]
@@ -101,6 +103,49 @@ class Crash(Exception):
     pass
 
 
+def test_monitor_metrics_per_epoch_test_only_at_the_last(tmp_path):
+    """val kNN and RankMe at every monitor epoch, test kNN at the last epoch only; the init
+    metrics of knn_at_start carry the val names."""
+    reports = []
+    run_training(tiny(epochs=3, knn_every=2, knn_at_start=True), lambda m, c: reports.append(m),
+                 checkpoint_dir=str(tmp_path))
+    monitor = {"val_knn_top1", "val_knn_top5", "rankme"}
+    test = {"test_knn_top1", "test_knn_top5"}
+    first, second, last = reports
+    assert {"val_knn_top1_init", "val_knn_top5_init", "rankme_init"} <= set(first)
+    assert not (monitor | test) & set(first)  # epoch 1 is no monitor epoch with knn_every=2
+    assert monitor <= set(second) and not test & set(second)
+    assert (monitor | test) <= set(last)
+    assert not any(k.startswith("knn_top") for m in reports for k in m)  # the old names are gone
+
+
+def test_monitor_reads_val_for_selection_and_test_only_to_report(tmp_path):
+    """Permuting the test labels changes test_knn_* only; val_knn_* and RankMe are unchanged."""
+    trainer = Trainer(tiny())
+    before = trainer.knn_eval(test=True)
+    test = trainer.data.test
+    perm = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))
+    trainer.data.test = type(test)(test.images, test.labels[perm], test.classes)
+    after = trainer.knn_eval(test=True)
+    for key in ("val_knn_top1", "val_knn_top5", "rankme"):
+        assert after[key] == before[key], key
+    assert after["test_knn_top1"] != before["test_knn_top1"]
+
+
+def test_monitor_rankme_reads_the_first_rankme_samples_val_features():
+    from trainables.rankme import rankme
+
+    trainer = Trainer(tiny(rankme_samples=5))
+    backbone = trainer.query_encoder.backbone.eval()  # the monitor measures in eval mode
+    feats, labels = trainer.monitor.features(backbone, trainer.data.val)
+    backbone.train()
+    assert torch.equal(labels, trainer.data.val.labels)  # split order
+    assert trainer.knn_eval()["rankme"] == rankme(feats[:5])
+    trainer.data.memory = trainer.data.memory.__class__(trainer.data.memory.images[:0],
+                                                        trainer.data.memory.labels[:0], [])
+    assert set(trainer.knn_eval(test=True)) == {"rankme"}  # no labelled bank: RankMe only
+
+
 def test_resume_is_bit_for_bit(tmp_path):
     cfg = tiny(epochs=3)
     straight = Trainer(cfg)
@@ -126,7 +171,8 @@ def test_resume_is_bit_for_bit(tmp_path):
             assert torch.equal(x, y), name
     assert torch.equal(straight.queue.keys, resumed.queue.keys)
     assert straight.history[-1]["loss"] == resumed.history[-1]["loss"]
-    assert straight.history[-1]["knn_top1"] == resumed.history[-1]["knn_top1"]
+    for key in ("val_knn_top1", "test_knn_top1", "rankme"):
+        assert straight.history[-1][key] == resumed.history[-1][key]
 
 
 def test_resuming_a_finished_run_reports_its_final_metrics(tmp_path):
@@ -190,7 +236,7 @@ def test_two_process_training_agrees_across_ranks(tmp_path):
     outs = [torch.load(tmp_path / f"out{r}.pt", weights_only=False) for r in range(2)]
     assert [m["epoch"] for m in outs[0]["reports"]] == [1, 2] == [m["epoch"] for m in outs[1]["reports"]]
     assert outs[1]["ckpts"] == [None, None] and all(outs[0]["ckpts"])  # rank 0 writes checkpoints
-    for key in ("loss", "knn_top1"):  # all-reduced loss and gathered kNN agree on both ranks
+    for key in ("loss", "val_knn_top1", "test_knn_top1", "rankme"):  # all-reduced / gathered: equal
         assert outs[0]["reports"][-1][key] == pytest.approx(outs[1]["reports"][-1][key])
     assert [m["epoch"] for m in outs[0]["state"]["history"]] == [1, 2]
 

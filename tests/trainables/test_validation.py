@@ -73,7 +73,7 @@ def test_config_errors_carry_their_fields():
     ("tempreature", " (did you mean 'temperature'?)"),  # a swap: difflib
     ("warmup", " (did you mean 'warmup_epochs'?)"),  # a prefix beats an edit-distance neighbour ('amp')
     ("queue", " (did you mean 'queue_size'?)"),  # not 'enqueue'
-    ("blur", " (did you mean 'blur_prob'?)"),  # not 'lr'
+    ("blur", " (did you mean 'blur_prob' or 'blur_sigma'?)"),  # not 'lr'
     ("knn", " (did you mean 'knn_k' or 'knn_temperature'?)"),  # at most two
     ("momentum", " (did you mean 'key_momentum'?)"),
     ("batchsize", " (did you mean 'batch_size'?)"),

@@ -486,3 +486,45 @@ def test_half_precision_compute(dtype, sync_free):
         # bfloat16 keeps 8 significant bits (~0.4 %), float16 11 bits
         assert err.mean() < (0.02 if dtype == torch.bfloat16 else 0.003)
         assert err.max() < (0.2 if dtype == torch.bfloat16 else 0.03)
+
+
+# ---------------------------------------------------------------------------------------------
+# The photometric stage alone (views cut by the loader workers: trainables.data.geometry)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_photometric_stage_on_precut_views_is_bit_identical_to_the_full_path():
+    """For views already cut to R x R, ``photometric`` runs the same code as ``__call__`` does on
+    an R x R image ("original" view: no resampling), with the same per-sample parameters."""
+    size = 24
+    a, b = smooth_images(6, size, seed=90), smooth_images(6, size, seed=91)
+    precut = torch.stack([a, b], dim=1)  # B x V x 3 x R x R, as the loader yields it
+    maker = ViewMaker(ViewConfig(size=size, blur_prob=0.5, grayscale_prob=0.3))
+    got = maker.photometric(precut, gen(92))
+    g = gen(92)
+    expected = [maker(a, ["original"], g)[0], maker(b, ["original"], g)[0]]
+    assert len(got) == 2
+    for o, e in zip(got, expected):
+        assert torch.equal(o, e)
+    # and each view matches torchvision's per-sample ops with the parameters it was given
+    g = gen(92)
+    params = maker.sample_params("original", 6, size, size, g)
+    for i in range(6):
+        ref = reference_view(a[i], params, i, maker.cfg)
+        torch.testing.assert_close(got[0][i], ref, atol=2e-4, rtol=0)
+    with pytest.raises(ValueError, match="B x V x 3 x 24 x 24"):
+        maker.photometric(a, gen())
+
+
+def test_view_config_from_train_config_and_partial_jitter():
+    from trainables.config import TrainConfig
+
+    cfg = TrainConfig.from_dict({"jitter_hue": 0.0, "jitter_prob": 0.5, "grayscale_prob": 0.0,
+                                 "blur_sigma": [0.5, 1.0], "flip_prob": 0.0, "crop_scale": [0.3, 0.9]})
+    vc = ViewConfig.from_train_config(cfg)
+    assert vc.resolved_jitter == (0.4, 0.4, 0.4, 0.0) and vc.resolved_jitter_prob == 0.5
+    assert (vc.grayscale_prob, vc.blur_sigma, vc.flip_prob, vc.crop_scale) == (0.0, (0.5, 1.0), 0.0, (0.3, 0.9))
+    assert vc.size == cfg.resolved_view_size and vc.resolved_blur_prob == 0.5
+    v1 = ViewConfig.from_train_config(TrainConfig.from_dict({"augmentation": "v1", "jitter_brightness": 0.1}))
+    assert v1.resolved_jitter == (0.1, 0.4, 0.4, 0.4) and v1.resolved_blur_prob == 0.0
+    assert ViewMaker(vc)._enabled == (True, True, True, False)  # hue 0: the op is skipped

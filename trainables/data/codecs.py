@@ -54,32 +54,61 @@ def pil_to_uint8(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)))
 
 
-def decode_image(data: bytes, size: int, *, source: str) -> torch.Tensor:
-    """Encoded image bytes (PNG, JPEG, ...) -> uint8 3 x size x size.
+def open_image(file: str | os.PathLike | bytes, *, source: str) -> Image.Image:
+    """Decode one image, a file path or encoded bytes (PNG, JPEG, ...), at its own size ->
+    a loaded PIL image in its own mode.
 
-    ``source`` names where the bytes came from (a file, or file + row); it is put in the
-    ``DatasetError`` raised when the bytes do not decode.
+    ``source`` names where it came from (a file, or file + row); a file or bytes that do not
+    decode raise ``DatasetError`` naming it.
     """
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(file) if isinstance(file, (bytes, bytearray)) else file) as img:
             img.load()
-            return pil_to_uint8(img, size)
+            return img
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        reason = f"{exc}; delete or replace that file/row"
-        raise DatasetError(reason, source=source,
-                           message=f"cannot decode the image in {source}: {reason}") from exc
+        if isinstance(file, (bytes, bytearray)):
+            reason = f"{exc}; delete or replace that file/row"
+            message = f"cannot decode the image in {source}: {reason}"
+        else:
+            reason = f"{exc}; delete or replace that file"
+            message = f"cannot read the image file {source}: {reason}"
+        raise DatasetError(reason, source=source, message=message) from exc
+
+
+def decode_full(data: bytes, *, source: str) -> torch.Tensor:
+    """Encoded image bytes -> uint8 ``3 x H x W`` at the image's own size (gray replicated, alpha
+    dropped): torchvision's decoders (libjpeg-turbo, libpng, ...) straight into a CHW tensor;
+    formats they do not read (BMP, TIFF, PPM, ...) go through PIL. Errors name ``source``."""
+    from torchvision.io import ImageReadMode, decode_image as tv_decode
+
+    try:
+        return tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError):
+        img = open_image(data, source=source)
+        img = img if img.mode == "RGB" else img.convert("RGB")
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)))
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file; an unreadable file raises ``DatasetError`` naming it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        reason = f"{exc.strerror or exc}; delete or replace that file"
+        raise DatasetError(reason, source=os.fspath(path),
+                           message=f"cannot read the image file {os.fspath(path)}: {reason}") from exc
+
+
+def decode_image(data: bytes, size: int, *, source: str) -> torch.Tensor:
+    """Encoded image bytes (PNG, JPEG, ...) -> uint8 3 x size x size (``source``: see
+    ``open_image``)."""
+    return pil_to_uint8(open_image(data, source=source), size)
 
 
 def load_image_file(path: str | os.PathLike, size: int) -> torch.Tensor:
     """Read and decode one image file -> uint8 3 x size x size; errors name the file."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return pil_to_uint8(img, size)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        reason = f"{exc}; delete or replace that file"
-        raise DatasetError(reason, source=os.fspath(path),
-                           message=f"cannot read the image file {os.fspath(path)}: {reason}") from exc
+    return pil_to_uint8(open_image(path, source=os.fspath(path)), size)
 
 
 def encode_png(image: torch.Tensor) -> bytes:

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from trainables.data.codecs import load_image_file
+from trainables.data.codecs import decode_full, load_image_file, read_file
 from trainables.data.errors import DatasetError
 
 
@@ -75,21 +75,42 @@ class ImageFileDataset(Dataset):
         path, label = self.samples[index]
         return load_image_file(path, self.image_size), label
 
+    def full_image(self, index: int) -> torch.Tensor:
+        """File ``index`` decoded at its own size, uint8 ``3 x H x W``: what the loader workers
+        cut views from (trainables/data/geometry.py)."""
+        path = self.samples[index][0]
+        return decode_full(read_file(path), source=path)
+
 
 @dataclass
 class DataBundle:
-    """The three splits one trial needs.
+    """The splits one trial reads (roles: docs/method.md, "Train / validation / test").
 
-    pretrain: what self-supervised training iterates (labels ignored); STL-10: train+unlabeled.
-    memory:   labelled train split: kNN memory bank / linear-probe train set.
-    test:     labelled test split.
+    pretrain: what self-supervised training iterates (labels ignored): the training images
+              minus ``val``; STL-10: its labelled train minus ``val``, plus the unlabeled split.
+    memory:   the labelled training images minus ``val``: the kNN bank, the linear probe's
+              training set (empty for a dataset without labels).
+    val:      the labelled validation split every selection reads (kNN monitor, objective,
+              ASHA, TPE, best trial, promotion); never in ``pretrain`` or ``memory``.
+    test:     the labelled test split: reported, never used for a decision.
+    classes:  class names (label c is ``classes[c]``; -1 = unlabelled).
+    image_size: S, every image is uint8 3 x S x S.
+    val_from: how ``val`` was made, e.g. "carved 10% per class, val_seed 0" or "val/ folder".
     """
 
     pretrain: Dataset
     memory: Dataset
+    val: Dataset
     test: Dataset
     classes: list[str]
     image_size: int
+    val_from: str = ""
+
+    @property
+    def splits(self) -> dict[str, int | str]:
+        """Provenance: the size of every split and how ``val`` was made."""
+        return {"pretrain": len(self.pretrain), "memory": len(self.memory), "val": len(self.val),
+                "test": len(self.test), "val_from": self.val_from}
 
 
 def materialize(ds: Dataset, *, num_workers: int | None = None,

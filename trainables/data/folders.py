@@ -28,3 +28,23 @@ def split_dir(root: Path, names: Sequence[str], what: str, hint: str) -> Path:
             return root / name
     raise DatasetError(f"no {' or '.join(repr(n + '/') for n in names)} folder under {root} "
                        f"(expected {root / names[0]}); {hint}", source=what)
+
+
+def split_layout(root: Path, what: str, hint: str) -> tuple[Path, Path | None, Path]:
+    """The (train, val, test) folders of an ImageFolder / Parquet root.
+
+    train/ + val/ + test/: val = val/, test = test/. train/ + val/ only (the ImageNet layout):
+    test = val/ and val is None (carved from train/). train/ + test/: val is None (carved).
+    A missing train/, or neither val/ nor test/, is a ``DatasetError`` ending with ``hint``.
+    """
+    train = split_dir(root, ("train",), what, hint)
+    test = split_dir(root, ("test", "val"), what, hint)
+    val = root / "val" if test.name == "test" and (root / "val").is_dir() else None
+    return train, val, test
+
+
+def val_description(val: Path | None, fraction: float, seed: int) -> str:
+    """``DataBundle.val_from`` for a folder layout: "val/ folder" or how it was carved."""
+    from trainables.data.splits import carved_description
+
+    return f"{val.name}/ folder" if val is not None else carved_description(fraction, seed)

@@ -1,7 +1,8 @@
 """Parquet image shards: the ``parquet`` dataset's reader and writer.
 
-Layout: ``root/{train,test|val}/*.parquet``, columns ``image`` (encoded PNG/JPEG bytes) and
-``label`` (int); class names optionally in the schema metadata key ``classes`` (a JSON list).
+Layout: ``root/{train,test|val}/*.parquet`` (or train, val and test), columns ``image`` (encoded
+PNG/JPEG bytes) and ``label`` (int, -1 = unlabelled); class names optionally in the schema
+metadata key ``classes`` (a JSON list).
 Small splits are decoded into memory; larger ones stream row groups through
 ``ParquetImageDataset``.
 """
@@ -19,10 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainables.data.codecs import decode_image, encode_png
+from trainables.data.codecs import decode_full, decode_image, encode_png
 from trainables.data.datasets import DataBundle, materialize
 from trainables.data.errors import DatasetError
-from trainables.data.folders import split_dir
+from trainables.data.folders import split_layout, val_description
+from trainables.data.splits import carve_validation, class_counts, take
 
 #: Parquet splits whose decoded size (N x 3 x S x S bytes) is below this are loaded in memory.
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
@@ -91,7 +93,8 @@ class ParquetImageDataset(Dataset):
             self._cache.popitem(last=False)
         return rows
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def _encoded(self, index: int) -> tuple[bytes, str]:
+        """Row ``index``'s encoded image bytes and where they are (file and row)."""
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
@@ -100,9 +103,17 @@ class ParquetImageDataset(Dataset):
         local = index - self.shard_offsets[shard]
         offsets = self.group_offsets[shard]
         group = bisect.bisect_right(offsets, local) - 1
-        data = self._row_group(shard, group)[local - offsets[group]]
-        image = decode_image(data, self.image_size, source=f"{self.files[shard]} (row {local})")
-        return image, int(self.labels[index])
+        return self._row_group(shard, group)[local - offsets[group]], f"{self.files[shard]} (row {local})"
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        data, source = self._encoded(index)
+        return decode_image(data, self.image_size, source=source), int(self.labels[index])
+
+    def full_image(self, index: int) -> torch.Tensor:
+        """Row ``index`` decoded at its own size, uint8 ``3 x H x W``: what the loader workers
+        cut views from (trainables/data/geometry.py)."""
+        data, source = self._encoded(index)
+        return decode_full(data, source=source)
 
 
 def write_parquet_split(out_dir: str | os.PathLike, images: torch.Tensor | Sequence[bytes],
@@ -174,36 +185,71 @@ def read_parquet_split(split_path: Path) -> tuple[list[str], np.ndarray, list[st
     return files, np.concatenate(labels), classes
 
 
-def load_parquet(root: Path, image_size: int, in_memory: bool | None) -> DataBundle:
-    """``root/train`` + ``root/test`` (or ``val``) shards; in memory below
-    ``IN_MEMORY_LIMIT_BYTES`` decoded unless ``in_memory`` says otherwise."""
-    hint = ("expected root/train/*.parquet and root/test/*.parquet (or root/val/) with columns "
-            "'image' and 'label'")
+_HINT = ("expected root/train/*.parquet and root/test/*.parquet (or root/val/; with both val/ and "
+         "test/, val/ is the validation split) with columns 'image' and 'label'")
+
+
+def _layout(root: Path) -> tuple[Path, Path | None, Path]:
     if not root.is_dir():
-        raise DatasetError(f"data root {root} does not exist; {hint}", source="parquet")
-    splits = {}
-    for split, names in (("train", ("train",)), ("test", ("test", "val"))):
-        splits[split] = read_parquet_split(split_dir(root, names, "parquet", hint))
-    classes = splits["train"][2] or splits["test"][2]
+        raise DatasetError(f"data root {root} does not exist; {_HINT}", source="parquet")
+    return split_layout(root, "parquet", _HINT)
+
+
+def _class_names(splits: dict[str, tuple[list[str], np.ndarray, list[str] | None]]):
+    """(class names, label -> class index) of a set's splits: the schema's ``classes`` if any
+    (labels must lie in [-1, C)), else the sorted labels >= 0 (-1 stays -1: unlabelled)."""
+    classes = next((c for _, _, c in splits.values() if c is not None), None)
     if classes is None:
-        # No names stored: classes are the sorted unique labels; labels become their index.
-        uniques = np.unique(np.concatenate([splits["train"][1], splits["test"][1]]))
-        classes = [str(u) for u in uniques.tolist()]
-        remap = lambda y: np.searchsorted(uniques, y)  # noqa: E731
-    else:
-        remap = lambda y: y  # noqa: E731
-        for files, y, _ in splits.values():
-            if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-                raise DatasetError(
-                    f"labels in {files[0]}.. range {y.min()}..{y.max()} but the "
-                    f"metadata 'classes' lists {len(classes)} classes", source="parquet"
-                )
-    datasets = {}
-    for split, (files, y, _) in splits.items():
+        uniques = np.unique(np.concatenate([y[y >= 0] for _, y, _ in splits.values()]))
+        return [str(u) for u in uniques.tolist()], (
+            lambda y: np.where(y >= 0, np.searchsorted(uniques, y), -1))
+    for files, y, _ in splits.values():
+        if len(y) and (y.min() < -1 or y.max() >= len(classes)):
+            raise DatasetError(
+                f"labels in {files[0]}.. range {y.min()}..{y.max()} but the "
+                f"metadata 'classes' lists {len(classes)} classes (-1 marks an unlabelled image)",
+                source="parquet"
+            )
+    return classes, (lambda y: y)
+
+
+def parquet_class_counts(root: Path) -> dict[str, int] | None:
+    """Labelled images per class of train/ (its label column only, no image read), what
+    validation is carved from; None when the root has its own val/ and test/ (nothing carved)."""
+    train_dir, val_dir, _ = _layout(root)
+    if val_dir is not None:
+        return None
+    split = read_parquet_split(train_dir)
+    classes, remap = _class_names({"train": split})
+    return class_counts(remap(split[1]), classes)
+
+
+def load_parquet(root: Path, image_size: int, in_memory: bool | None, val_fraction: float = 0.1,
+                 val_seed: int = 0) -> DataBundle:
+    """``root/train`` + ``root/test`` (or ``val``) shards, validation as ``folders.split_layout``
+    says (a ``val/`` folder, or carved from train); each split in memory below
+    ``IN_MEMORY_LIMIT_BYTES`` decoded unless ``in_memory`` says otherwise. Label -1 marks an
+    unlabelled image (pre-training only; never in val or memory)."""
+    train_dir, val_dir, test_dir = _layout(root)
+    dirs = {"train": train_dir, "test": test_dir, **({"val": val_dir} if val_dir else {})}
+    splits = {split: read_parquet_split(path) for split, path in dirs.items()}
+    classes, remap = _class_names(splits)
+
+    def dataset(split: str):
+        files, y, _ = splits[split]
         ds = ParquetImageDataset(files, torch.from_numpy(remap(y).astype(np.int64)), classes,
                                  image_size)
         fits = len(ds) * 3 * image_size * image_size < IN_MEMORY_LIMIT_BYTES
-        if in_memory if in_memory is not None else fits:
-            ds = materialize(ds)
-        datasets[split] = ds
-    return DataBundle(datasets["train"], datasets["train"], datasets["test"], classes, image_size)
+        return materialize(ds) if (in_memory if in_memory is not None else fits) else ds
+
+    train, test = dataset("train"), dataset("test")
+    if val_dir is not None:
+        labelled = (train.labels >= 0).nonzero().flatten().numpy()
+        pretrain, val = train, dataset("val")
+        memory = train if labelled.size == len(train) else take(train, labelled)
+    else:
+        carve = carve_validation(train.labels, classes, val_fraction, val_seed, source="parquet")
+        pretrain, val = take(train, carve.pretrain), take(train, carve.val)
+        memory = pretrain if carve.memory.size == carve.pretrain.size else take(train, carve.memory)
+    return DataBundle(pretrain, memory, val, test, classes, image_size,
+                      val_description(val_dir, val_fraction, val_seed))

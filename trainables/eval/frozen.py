@@ -25,6 +25,17 @@ def module_device(module: nn.Module) -> torch.device | None:
     return None
 
 
+def eval_device(module: nn.Module, device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device (``"cuda"`` -> the current CUDA device); None = the module's
+    own device (CPU if it holds no tensors)."""
+    if device is None:
+        return module_device(module) or torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
 @contextlib.contextmanager
 def frozen(backbone: nn.Module, device: torch.device) -> Iterator[None]:
     """Put every submodule in eval mode and the module on ``device``; undo both afterwards.

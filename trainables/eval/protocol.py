@@ -6,29 +6,19 @@ The defaults are MoCo's linear evaluation (``main_lincls.py``), the protocol of 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
 
-from trainables.validation import InputError, is_int, is_number, is_probability
+from trainables.eval.settings import EvaluationError, ProtocolError, RunSettings
+from trainables.validation import is_number
+
+__all__ = ["AUGMENTS", "EvaluationError", "LinearProtocol", "ProtocolError"]
 
 #: Training-view choices of the linear classifier (see ``LinearProtocol.augment``).
 AUGMENTS = ("crop_flip", "none")
-_AMP = ("auto", "bf16", "off")
-
-
-
-class EvaluationError(RuntimeError):
-    """An evaluation cannot run; the message names the file or value and the reason."""
-
-
-class ProtocolError(InputError, EvaluationError):
-    """A bad ``LinearProtocol`` value. Fields: ``key`` (``LinearProtocol.<field>``, or the
-    argument), ``value``, ``reason``, ``source`` (where the settings came from, if given)."""
 
 
 @dataclass(frozen=True)
-class LinearProtocol:
+class LinearProtocol(RunSettings):
     """Settings of the linear evaluation and the random-crop test.
 
     Defaults are MoCo's ImageNet linear evaluation (``main_lincls.py``):
@@ -54,13 +44,13 @@ class LinearProtocol:
       torchvision's 0.08-1, the crops a linear-eval classifier is trained on; the paper does not
       give it), no flip (a flip says nothing about crops); ``random_crop_repeats``: crops per
       test image (accuracy averaged over them; more = less noise).
-    * ``seed``: all randomness (classifier init, batch order, views) derives from it.
-    * ``eval_batch_size``: batch of the feature passes (no effect on results); ``amp``: "auto"
-      runs backbone forwards under bf16 autocast on CUDA (fp32 on CPU), "bf16" / "off" force it;
-      ``loader_workers``: DataLoader processes for file-backed (streaming) datasets.
+    * ``seed`` (classifier init, batch order, views), ``eval_batch_size``, ``amp``,
+      ``loader_workers``: see ``RunSettings``.
 
-    Scaling to small data: see ``for_dataset_size``; to cut compute, pass ``epochs`` (the
-    schedule scales with it) and/or ``augment="none"``.
+    Scaling to small data (``for_dataset_size``, ``RunSettings``' rule): splits of at least 8 x
+    256 = 2,048 images get the protocol unchanged; digits (1,437) gets batch 128 and lr 15;
+    128 images get batch 16 and lr 1.875 (``lr = 30 * batch / 256``). To cut compute, pass
+    ``epochs`` (the schedule scales with it) and/or ``augment="none"``.
     """
 
     epochs: int = 100
@@ -76,81 +66,6 @@ class LinearProtocol:
     test_crop_fraction: float = 1.0
     random_crop_scale: tuple[float, float] = (0.08, 1.0)
     random_crop_repeats: int = 1
-    seed: int = 0
-    eval_batch_size: int = 512
-    amp: str = "auto"
-    loader_workers: int = 0
-
-    #: Reference batch of ``lr`` (the linear scaling rule in ``for_dataset_size``).
-    REFERENCE_BATCH = 256
-
-    def __post_init__(self) -> None:
-        for name in ("lr_milestones", "train_crop_scale", "random_crop_scale"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-        self.validate()
-
-    # -- construction ---------------------------------------------------------------------------
-
-    @classmethod
-    def for_dataset_size(cls, n_train: int, *, min_steps_per_epoch: int = 8,
-                         **overrides: Any) -> "LinearProtocol":
-        """The protocol adapted to a labelled train split of ``n_train`` images.
-
-        The protocol's settings are ImageNet's: 1.28M images make 5,005 steps of batch 256 per epoch.
-        On a small split the same batch leaves few optimizer steps (1,437 digits: 6 per epoch;
-        a split smaller than one batch: 1 per epoch, 100 in all). What defines the protocol is
-        kept - 100 epochs, the step schedule at 60 % / 80 %, momentum, weight decay, the crop +
-        flip augmentation - and only the batch shrinks: to the largest power of two that gives
-        at least ``min_steps_per_epoch`` steps per epoch (at most 256, at least 1), with the
-        learning rate scaled linearly, ``lr = 30 * batch / 256`` (Goyal et al., 2017; the rule
-        ``TrainConfig.scaled_lr`` applies to pre-training). Splits of at least
-        ``min_steps_per_epoch * 256`` = 2,048 images get the protocol unchanged; digits
-        (1,437) gets batch 128 and lr 15; 128 images get batch 16 and lr 1.875.
-
-        Epochs are not cut: a small split's epoch is cheap, and fewer epochs would change the
-        protocol. Where compute matters (a CPU), pass ``epochs=...`` and/or ``augment="none"``
-        as ``overrides``; any field can be overridden (an explicit ``batch_size`` keeps the
-        default lr unless ``lr`` is given too).
-        """
-        if not is_int(n_train) or n_train < 1:
-            raise ProtocolError("must be a positive integer (the train split's size)", key="n_train",
-                                value=n_train)
-        if not is_int(min_steps_per_epoch) or min_steps_per_epoch < 1:
-            raise ProtocolError("must be a positive integer", key="min_steps_per_epoch",
-                                value=min_steps_per_epoch)
-        batch = cls.REFERENCE_BATCH
-        while batch > 1 and n_train < min_steps_per_epoch * batch:
-            batch //= 2
-        scaled = {"batch_size": batch, "lr": cls.lr * batch / cls.REFERENCE_BATCH}
-        if "batch_size" in overrides:
-            scaled = {}
-        return cls(**{**scaled, **overrides})
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "protocol") -> "LinearProtocol":
-        """Build from a mapping (a YAML / JSON section or CLI overrides; missing fields keep their
-        defaults); unknown keys are refused. ``source`` prefixes every error message."""
-        if not isinstance(values, Mapping):
-            raise ProtocolError(f"expected a mapping of protocol fields, got {type(values).__name__}",
-                                source=source)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ProtocolError(f"unknown field(s) {', '.join(map(repr, unknown))}; known: "
-                                f"{', '.join(sorted(known))}", source=source)
-        try:
-            return cls(**dict(values))
-        except ProtocolError as exc:
-            raise exc.located(source) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (tuples as lists), e.g. to log as parameters."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def replace(self, **changes: Any) -> "LinearProtocol":
-        return dataclasses.replace(self, **changes)
 
     # -- the schedule ---------------------------------------------------------------------------
 
@@ -166,37 +81,20 @@ class LinearProtocol:
     # -- validation -----------------------------------------------------------------------------
 
     def validate(self) -> None:
-        def bad(name: str, reason: str) -> ProtocolError:
-            return ProtocolError(reason, key=f"LinearProtocol.{name}", value=getattr(self, name))
-
-        for name in ("epochs", "batch_size", "random_crop_repeats", "eval_batch_size"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise bad(name, "must be an integer >= 1")
-        for name in ("seed", "loader_workers"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
-                raise bad(name, "must be an integer >= 0")
-        if not is_number(self.lr) or self.lr <= 0:
-            raise bad("lr", "must be a finite number > 0")
-        if not is_number(self.momentum) or not 0 <= self.momentum < 1:
-            raise bad("momentum", "must be a number in [0, 1)")
-        if not is_number(self.weight_decay) or self.weight_decay < 0:
-            raise bad("weight_decay", "must be a finite number >= 0")
-        if not is_number(self.lr_decay) or not 0 < self.lr_decay <= 1:
-            raise bad("lr_decay", "must be a number in (0, 1] (the lr is multiplied by it at each milestone)")
+        self._require_ints(("epochs", "batch_size", "random_crop_repeats"), 1)
+        self._require_runtime()
+        self._require_numbers(("lr",), low=0, low_open=True, reason="must be a finite number > 0")
+        self._require_numbers(("momentum",), low=0, high=1, high_open=True)
+        self._require_numbers(("weight_decay",), low=0, reason="must be a finite number >= 0")
+        self._require_numbers(("lr_decay",), low=0, high=1, low_open=True,
+                              reason="must be a number in (0, 1] (the lr is multiplied by it at each milestone)")
         ms = self.lr_milestones
         if (not isinstance(ms, tuple) or not all(is_number(m) and 0 < m <= 1 for m in ms)
                 or list(ms) != sorted(ms)):
-            raise bad("lr_milestones", "must be increasing fractions of the epochs in (0, 1], e.g. [0.6, 0.8]")
-        if self.augment not in AUGMENTS:
-            raise bad("augment", f"must be one of {', '.join(AUGMENTS)}")
+            raise self._bad("lr_milestones", "must be increasing fractions of the epochs in (0, 1], e.g. [0.6, 0.8]")
+        self._require_choice("augment", AUGMENTS)
         for name in ("train_crop_scale", "random_crop_scale"):
-            v = getattr(self, name)
-            if not (isinstance(v, tuple) and len(v) == 2 and all(is_number(x) for x in v)
-                    and 0 < v[0] <= v[1] <= 1):
-                raise bad(name, "must be two numbers 0 < min <= max <= 1 (RandomResizedCrop area fractions)")
-        if not is_probability(self.flip_prob):
-            raise bad("flip_prob", "must be a probability in [0, 1]")
-        if not is_number(self.test_crop_fraction) or not 0 < self.test_crop_fraction <= 1:
-            raise bad("test_crop_fraction", "must be in (0, 1] (1 = whole image, 0.875 = ImageNet's 224/256)")
-        if self.amp not in _AMP:
-            raise bad("amp", f"must be one of {', '.join(_AMP)}")
+            self._require_range(name, "must be two numbers 0 < min <= max <= 1 (RandomResizedCrop area fractions)")
+        self._require_numbers(("flip_prob",), low=0, high=1, reason="must be a probability in [0, 1]")
+        self._require_numbers(("test_crop_fraction",), low=0, high=1, low_open=True,
+                              reason="must be in (0, 1] (1 = whole image, 0.875 = ImageNet's 224/256)")

@@ -42,7 +42,8 @@ def colour_bundle(n_train: int = 12, n_test: int = 6, size: int = 8, classes: in
         return TensorImageDataset(images, labels, [f"c{i}" for i in range(classes)])
 
     train, test = split(n_train), split(n_test)
-    return DataBundle(train, train, test, train.classes, size)
+    val = split(2)  # drawn after test: train and test do not depend on it
+    return DataBundle(train, train, val, test, train.classes, size)
 
 
 def centre_bundle(n_train: int = 16, n_test: int = 16, size: int = 16, seed: int = 0) -> DataBundle:
@@ -60,7 +61,8 @@ def centre_bundle(n_train: int = 16, n_test: int = 16, size: int = 16, seed: int
         return TensorImageDataset(images, labels, [f"c{i}" for i in range(classes)])
 
     train, test = split(n_train), split(n_test)
-    return DataBundle(train, train, test, train.classes, size)
+    val = split(2)  # drawn after test: train and test do not depend on it
+    return DataBundle(train, train, val, test, train.classes, size)
 
 
 class MeanColour(nn.Module):
@@ -93,16 +95,6 @@ class StreamingDataset(torch.utils.data.Dataset):
 
 
 FAST = dict(epochs=4, batch_size=8, lr=1.0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded torch ops: these tiny batches gain nothing from a 2-thread OpenMP team,
-    which stalls at every op's barrier when other jobs load the cores."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def without_time(result: dict) -> dict:
@@ -152,8 +144,8 @@ def test_linearly_separable_features_reach_100_percent_and_knn_matches_hand_comp
     # a wrong label on two test images: kNN top-1 must drop to 16/18
     test_y_bad = test_y.clone()
     test_y_bad[:2] = 2
-    wrong = DataBundle(data.memory, data.memory, TensorImageDataset(data.test.images, test_y_bad, data.classes),
-                       data.classes, 8)
+    wrong = DataBundle(data.memory, data.memory, data.val,
+                       TensorImageDataset(data.test.images, test_y_bad, data.classes), data.classes, 8)
     r = evaluate_encoder(MeanColour(), wrong, LinearProtocol(augment="none", **FAST), image_size=8, knn_k=5)
     expected = knn_accuracy(test, test_y_bad, bank, bank_y, 3, k=5, t=0.1)["knn_top1"]
     assert r["knn_top1"] == expected == pytest.approx(100.0 * 16 / 18)
@@ -243,7 +235,7 @@ def test_same_seed_same_result_and_both_dataset_types_agree():
     b = evaluate_encoder(MeanColour(), data, protocol, image_size=6)
     assert without_time(a) == without_time(b)
     streaming = DataBundle(StreamingDataset(data.memory), StreamingDataset(data.memory),
-                           StreamingDataset(data.test), data.classes, 8)
+                           StreamingDataset(data.val), StreamingDataset(data.test), data.classes, 8)
     c = evaluate_encoder(MeanColour(), streaming, protocol, image_size=6)
     assert without_time(c) == without_time(a)
     other = evaluate_encoder(MeanColour(), data, protocol.replace(seed=1), image_size=6)
@@ -254,7 +246,7 @@ def test_bad_inputs_are_refused():
     data = colour_bundle()
     with pytest.raises(EvaluationError, match="image_size"):
         evaluate_encoder(MeanColour(), data, LinearProtocol(), image_size=0)
-    bad = DataBundle(data.memory, data.memory, data.test, data.classes[:2], 8)  # labels up to 2
+    bad = DataBundle(data.memory, data.memory, data.val, data.test, data.classes[:2], 8)  # labels up to 2
     with pytest.raises(EvaluationError, match="labels in \\[0, 2\\]"):
         evaluate_encoder(MeanColour(), bad, LinearProtocol(**FAST), image_size=8)
     with pytest.raises(EvaluationError, match="diverged"):
@@ -275,11 +267,12 @@ def lambda_backbone(value: float) -> nn.Module:
 
 
 def test_evaluate_checkpoint_runs_with_the_runs_settings(trained_checkpoint):
-    # data=None: the run's own dataset (photo_patches, 16 classes x (8 train + 4 test))
-    protocol = LinearProtocol.for_dataset_size(128, augment="none", epochs=10)
-    assert (protocol.batch_size, protocol.lr) == (16, 1.875)
+    # data=None: the run's own dataset (photo_patches, 16 classes x (7 train + 1 val + 4 test)):
+    # the linear probe trains on memory, validation held out
+    protocol = LinearProtocol.for_dataset_size(112, augment="none", epochs=10)
+    assert (protocol.batch_size, protocol.lr) == (8, 0.9375)
     r = evaluate_checkpoint(trained_checkpoint, protocol, device="cpu")
-    assert (r["n_train"], r["n_test"], r["num_classes"], r["feature_dim"]) == (128, 64, 16, 256)
+    assert (r["n_train"], r["n_test"], r["num_classes"], r["feature_dim"]) == (112, 64, 16, 256)
     assert r["linear_top1"] > 20.0 and r["knn_top1"] > 20.0  # chance: 6.25 %
     assert r["linear_top5"] >= r["linear_top1"] and r["knn_top5"] >= r["knn_top1"]
 
