@@ -22,11 +22,15 @@ def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:
     """RankMe of features z: N x D (any float dtype, any device) -> a float in ~[1, min(N, D)].
 
     Singular values are computed in float64 on z's device; an all-zero z gives p_k = eps for
-    every k (sigma / 0 is taken as 0), i.e. a value close to 1.
+    every k (sigma / 0 is taken as 0), i.e. a value close to 1. Non-finite features (a run that
+    diverged) have no rank: NaN, so the loop's own divergence check names the cause.
     """
     if z.dim() != 2 or z.shape[0] == 0 or z.shape[1] == 0:
         raise ValueError(f"rankme needs an N x D matrix with N, D >= 1, got shape {tuple(z.shape)}")
-    sigma = torch.linalg.svdvals(z.detach().to(torch.float64))
+    z = z.detach().to(torch.float64)
+    if not bool(torch.isfinite(z).all()):
+        return math.nan
+    sigma = torch.linalg.svdvals(z)
     total = sigma.sum()
     p = (sigma / total if total > 0 else torch.zeros_like(sigma)) + eps
     return math.exp(-(p * p.log()).sum().item())

@@ -107,7 +107,7 @@ def evaluate_files(files: dict[str, bytes], protocol_overrides: dict[str, Any], 
     name = dataset or cfg.dataset
     root = data_root if dataset else (data_root or cfg.data_root)
     data = load_data(name, root=root, image_size=cfg.image_size, download=cfg.download,
-                     photo_patches=cfg.photo_patches)
+                     photo_patches=cfg.photo_patches, val_fraction=cfg.val_fraction, val_seed=cfg.val_seed)
     protocol = LinearProtocol.for_dataset_size(len(data.memory), **protocol_overrides)
     if device is None:
         import torch

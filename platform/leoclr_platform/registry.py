@@ -36,10 +36,10 @@ def find_sweep_run(c, sweep: str):
 
 
 def sweep_objective(parent) -> tuple[str, str]:
-    """(metric, mode) of the sweep, from its parent run's `objective` param ("knn_top1 (max)")."""
-    text = parent.data.params.get("objective", "knn_top1 (max)")
+    """(metric, mode) of the sweep, from its parent run's `objective` param ("val_knn_top1 (max)")."""
+    text = parent.data.params.get("objective", "val_knn_top1 (max)")
     match = re.match(r"(\S+) \((max|min)\)", text)
-    return (match.group(1), match.group(2)) if match else ("knn_top1", "max")
+    return (match.group(1), match.group(2)) if match else ("val_knn_top1", "max")
 
 
 def trial_runs(c, parent) -> list:
@@ -96,7 +96,7 @@ def _given_run(c, uri: str, run_id: str, metric: str | None):
                             key="--run-id", value=run_id,
                             message=f"run {run_id} ({run.info.run_name}, {run.info.status}) has no logged "
                                     "encoder: only trials that finished all their epochs have one")
-    return run, metric or run.data.tags.get("objective") or "knn_top1"
+    return run, metric or run.data.tags.get("objective") or "val_knn_top1"
 
 
 def _best_trial_run(c, sweep: str, metric: str | None, mode: str | None):

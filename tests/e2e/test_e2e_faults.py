@@ -167,7 +167,7 @@ def test_sweep_survives_a_tracking_server_outage_and_sync_replays_it(ray_runtime
     assert replay_parent.data.tags == parent.data.tags
     replayed = replay_runs[row["trial_id"]]
     assert replayed.info.status == "FINISHED" and "model_uri" in replayed.data.tags
-    for key in ("loss", "knn_top1", "lr"):
+    for key in ("loss", "val_knn_top1", "lr"):
         live = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
         again = {m.step: m.value for m in replay_client.get_metric_history(replayed.info.run_id, key)}
         assert again == live, key
@@ -256,7 +256,7 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint_and_loses_nothing(
         torch.set_num_threads(threads)
     # stated tolerance: losses to 1e-4 relative; kNN top-1 within 2 of the 64 test images (a
     # last-bit difference between processes can flip a vote on data this small)
-    assert row["knn_top1"] == pytest.approx(reference["knn_top1"], abs=2 * 100 / 64 + 1e-9)
+    assert row["val_knn_top1"] == pytest.approx(reference["val_knn_top1"], abs=2 * 100 / 64 + 1e-9)
     client, parent, runs = assert_runs_match_outcome(uri, outcome)
     run = runs[row["trial_id"]]
     losses = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss")}
@@ -321,7 +321,7 @@ def test_resume_after_the_driver_is_killed(ray_runtime, tmp_path):
     # and Tune finished every trial of the budget, with a result
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
     finished = [r for r in summary["trials"] if r["status"] in ("COMPLETED", "STOPPED")]
-    assert len(finished) >= 3 and all(r["knn_top1"] is not None for r in finished)
+    assert len(finished) >= 3 and all(r["val_knn_top1"] is not None for r in finished)
     # MLflow (the store came from sweep.json): the same parent run, one run per trial, every
     # epoch exactly once (trials cut by the kill were continued, not duplicated)
     assert_runs_match_outcome(uri, SimpleNamespace(name="killed", trials=summary["trials"]))

@@ -68,7 +68,7 @@ def test_tiny_sweep_end_to_end_with_two_workers_per_trial(tiny_sweep):
     for path, frame in frames.items():
         epochs = list(frame["epoch"])
         assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 1
-        assert {"knn_top1", "loss", "lr", "images_per_s", "epoch_time_s"} <= set(frame.columns)
+        assert {"val_knn_top1", "loss", "lr", "images_per_s", "epoch_time_s"} <= set(frame.columns)
         # conditional parameter: enqueue only for the LeOCLR family
         config = configs[path]
         assert (config.get("enqueue") is not None) == (config["attraction_strategy"] != "moco_v2")
@@ -77,7 +77,7 @@ def test_tiny_sweep_end_to_end_with_two_workers_per_trial(tiny_sweep):
     trials = study_trials(root, "tiny")
     assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     best = outcome.best
-    assert best["knn_top1"] == max(t.value for t in trials)
+    assert best["val_knn_top1"] == max(t.value for t in trials)
     assert best["checkpoint"] and (Path(best["checkpoint"]) / "checkpoint.pt").exists()
     summary = json.loads((root / "summary.json").read_text())
     assert summary["best"]["trial_id"] == best["trial_id"]
@@ -92,7 +92,7 @@ def test_tiny_sweep_is_tracked_in_mlflow(tiny_sweep):
     assert outcome.tracking["parent_run_id"] == parent.info.run_id and outcome.tracking["undelivered"] == 0
     # the parent: the space file, the budget, the objective, the environment of sweep.json
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "space")] == ["space/smoke.yaml"]
-    assert parent.data.params["objective"] == "knn_top1 (max)" and parent.data.params["trials"] == "2"
+    assert parent.data.params["objective"] == "val_knn_top1 (max)" and parent.data.params["trials"] == "2"
     assert parent.data.params["workers"] == "2" and parent.data.params["seeds"] == "[0]"
     assert parent.data.tags["git_commit"] and parent.data.tags["versions.torch"]
     assert parent.data.tags["hardware.per_trial"] == "2 worker(s) x (1 CPU, 0 GPU)"
@@ -106,7 +106,7 @@ def test_tiny_sweep_is_tracked_in_mlflow(tiny_sweep):
         assert params["queue_size"] == "64" and params["photo_patches.train_per_class"] == "8"
         assert tags["sweep"] == "tiny" and tags["seed"] == "0" and tags["mechanism"] == "momentum"
         assert tags["mlflow.parentRunId"] == parent.info.run_id and len(tags["config_hash"]) == 16
-        for key in ("loss", "knn_top1", "lr", "images_per_s", "epoch_time_s"):
+        for key in ("loss", "val_knn_top1", "lr", "images_per_s", "epoch_time_s"):
             assert len(client.get_metric_history(run.info.run_id, key)) == row["epochs"], key
     finished = [runs[r["trial_id"]] for r in outcome.trials if r["status"] == "COMPLETED"]
     assert finished
@@ -135,7 +135,7 @@ def test_promote_evaluate_here_and_as_a_ray_task_and_report(tiny_sweep, tmp_path
     finished = {t: r for t, r in runs.items() if r.info.status == "FINISHED"}
     first = promote(uri, sweep="tiny", out=lambda *a: None)
     best = client.get_run(first["run_id"])  # the best value (ties: the earliest run)
-    assert best.data.metrics["knn_top1"] == max(r.data.metrics["knn_top1"] for r in finished.values())
+    assert best.data.metrics["val_knn_top1"] == max(r.data.metrics["val_knn_top1"] for r in finished.values())
     assert client.get_model_version_by_alias("leoclr-encoder", "candidate").run_id == best.info.run_id
 
     result = evaluate_model(uri, "models:/leoclr-encoder@candidate", protocol_overrides={"epochs": 3},
@@ -143,13 +143,13 @@ def test_promote_evaluate_here_and_as_a_ray_task_and_report(tiny_sweep, tmp_path
     assert result["source_run_id"] == best.info.run_id and result["version"] == first["version"]
     run = client.get_run(result["run_id"])
     # the kNN of the evaluation is the same protocol as the sweep's last-epoch monitor
-    assert run.data.metrics["knn_top1"] == pytest.approx(best.data.metrics["knn_top1"], abs=1e-6)
+    assert run.data.metrics["val_knn_top1"] == pytest.approx(best.data.metrics["val_knn_top1"], abs=1e-6)
     # the same evaluation as a Ray task (what `leoclr evaluate --address` / a Ray job does)
     printed = []
     remote = evaluate_model(uri, "models:/leoclr-encoder@candidate", protocol_overrides={"epochs": 3},
                             address="auto", out=printed.append)
     assert any("in a Ray task" in line for line in printed), printed
-    assert remote["results"]["knn_top1"] == result["results"]["knn_top1"]
+    assert remote["results"]["val_knn_top1"] == result["results"]["val_knn_top1"]
     assert remote["results"]["linear_top1"] == pytest.approx(result["results"]["linear_top1"])
 
     report = report_sweep(uri, "tiny", tmp_path / "report", out=lambda *a: None)
@@ -160,7 +160,7 @@ def test_promote_evaluate_here_and_as_a_ray_task_and_report(tiny_sweep, tmp_path
                 and t["status"] == "COMPLETED"]
         assert row["n"] == len(done)
         if done:
-            assert row["best"] == pytest.approx(max(t["knn_top1"] for t in done))
+            assert row["best"] == pytest.approx(max(t["val_knn_top1"] for t in done))
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert "report/ablation.html" in logged and "report/learning_curves.png" in logged
 
@@ -219,7 +219,7 @@ def test_asha_stops_a_clearly_worse_trial_at_its_rung(mixed_sweep):
     bad = [t for t in trained if t["params"]["dataset"] == "photo_patches"]
     good = [t for t in trained if t["params"]["dataset"] == "digits"]
     assert bad and good, outcome.trials
-    assert all(t["knn_top1"] < min(g["knn_top1"] for g in good) for t in bad), outcome.trials
+    assert all(t["val_knn_top1"] < min(g["val_knn_top1"] for g in good) for t in bad), outcome.trials
     # the first photo_patches trial meets a better digits result at the rung (epoch 2) and is
     # stopped (later ones may tie with it at the median, so ASHA may let them pass)
     assert any(t["epochs"] == 2 and t["status"] == "STOPPED" for t in bad), outcome.trials
@@ -249,8 +249,8 @@ def test_a_sparse_knn_monitor_runs_at_the_asha_rung_and_the_end_only(mixed_sweep
     tmp_path, outcome = mixed_sweep
     trained = [t for t in outcome.trials if t["params"]["lr"] == 0.06]
     for t in trained:
-        assert [r["epoch"] for r in results_of(t) if "knn_top1" in r] == [e for e in (2, 3) if e <= t["epochs"]]
-        assert t["knn_top1"] is not None and t["epochs"] >= 2  # ASHA never stops before its first rung
+        assert [r["epoch"] for r in results_of(t) if "val_knn_top1" in r] == [e for e in (2, 3) if e <= t["epochs"]]
+        assert t["val_knn_top1"] is not None and t["epochs"] >= 2  # ASHA never stops before its first rung
     finished = [t for t in study_trials(tmp_path / "mixed", "mixed") if t.state.name == "COMPLETE"]
     assert len(finished) == len(trained) and all(t.value is not None for t in finished)
     assert "TUNE_DISABLE_STRICT_METRIC_CHECKING" not in os.environ  # restored after the sweep
@@ -274,7 +274,7 @@ def test_grid_runs_every_cell_and_seed(ray_runtime, tmp_path):
     outcome = run_sweep(SweepRequest(spec, name="grid", storage=str(tmp_path), track=False))
     cells = sorted((t["params"]["attraction_strategy"], t["seed"]) for t in outcome.trials)
     assert cells == [("leoclr", 0), ("leoclr", 1), ("moco_v2", 0), ("moco_v2", 1)]
-    assert all(t["status"] == "COMPLETED" and t["epochs"] == 2 and t["knn_top1"] is not None
+    assert all(t["status"] == "COMPLETED" and t["epochs"] == 2 and t["val_knn_top1"] is not None
                for t in outcome.trials)
     for t in outcome.trials:
-        assert [("knn_top1" in r) for r in results_of(t)] == [False, True]
+        assert [("val_knn_top1" in r) for r in results_of(t)] == [False, True]

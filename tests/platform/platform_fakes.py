@@ -50,7 +50,7 @@ class FakeTrial:
 
 def result(epoch: int, knn: float, **extra) -> dict[str, Any]:
     """A Tune result of one epoch as the loop reports it."""
-    return {"epoch": epoch, "loss": 8.0 - epoch, "knn_top1": knn, "lr": 0.06, "images_per_s": 100.0,
+    return {"epoch": epoch, "loss": 8.0 - epoch, "val_knn_top1": knn, "lr": 0.06, "images_per_s": 100.0,
             "epoch_time_s": 1.0, "timestamp": 1_700_000_000 + epoch, "time_total_s": 3.0, **extra}
 
 
@@ -69,7 +69,7 @@ def record_sweep(uri: str, tiny_run, name: str = "s1") -> dict[str, Any]:
     for trial_id, sampled, bonus in (("t1", SAMPLED, 0.0), ("t2", moco, 10.0)):
         tracker.trial_started(trial_id, trial_config_dict(spec, sampled))
         for h in history:
-            tracker.epoch(trial_id, {**h, "knn_top1": h["knn_top1"] + bonus})
+            tracker.epoch(trial_id, {**h, "val_knn_top1": h["val_knn_top1"] + bonus})
         tracker.trial_ended(trial_id, status="FINISHED", checkpoint=str(tiny_run / "epoch_0002"))
     tracker.trial_started("t3", trial_config_dict(spec, {**SAMPLED, "temperature": 0.4}))
     tracker.epoch("t3", result(1, 20.0))

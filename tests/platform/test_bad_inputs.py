@@ -114,7 +114,7 @@ base:
 space:
   attraction_strategy: {choice: [leoclr, moco_v2]}
   temperature: {loguniform: [0.1, 0.5]}
-objective: {metric: knn_top1, mode: max}
+objective: {metric: val_knn_top1, mode: max}
 budget: {trials: 2, max_epochs: 1, grace_period: 1}
 resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}
 seeds: [0]
@@ -176,7 +176,9 @@ SMOKE_DIGITS = ("--smoke-test", "--set", "dataset=digits")
 TINY_FOLDER = ("--smoke-test", "--set", "dataset=imagefolder", "--set", "data_root=imgs",
                "--set", "image_size=16", "--set", "batch_size=4", "--set", "queue_size=8",
                "--set", "bn_splits=2", "--set", "knn_k=2")
-GOOD_FOLDER = {"train/a": ["r", "r", "r"], "train/b": ["b", "b", "b"], "val/a": ["r"], "val/b": ["b"]}
+# val/ next to test/: val/ is the validation split, nothing is carved from the 3 images per class
+GOOD_FOLDER = {"train/a": ["r", "r", "r"], "train/b": ["b", "b", "b"], "val/a": ["r"], "val/b": ["b"],
+               "test/a": ["r"], "test/b": ["b"]}
 
 ROWS: list[Row] = [
     # ---- training config: files ------------------------------------------------------------
@@ -250,7 +252,7 @@ ROWS: list[Row] = [
         train("--smoke-test", "--set", "dataset=imagefolder", "--set", "data_root=no/such/folder"),
         r"imagefolder: data root no/such/folder does not exist"),
     Row("imagefolder-no-val-split", "an ImageFolder without a val/ (or test/) split",
-        train(*TINY_FOLDER), r"imagefolder: no 'val/' or 'test/' folder under imgs",
+        train(*TINY_FOLDER), r"imagefolder: no 'test/' or 'val/' folder under imgs",
         files=_folder({"train/a": ["r"], "train/b": ["b"]})),
     Row("imagefolder-no-images", "an ImageFolder whose class folders hold no images",
         train(*TINY_FOLDER), r"imagefolder: imgs/train has no usable class folders .*Found no valid file",
@@ -362,7 +364,7 @@ ROWS: list[Row] = [
         files={"bad.yaml": space(("  knn_k: 10\n", "  knn_k: 10\n  epochs: 5\n"))}),
     Row("objective-unknown-metric", "an objective the loop does not report",
         sweep("bad.yaml"), r"bad\.yaml: objective\.metric: 'knn_acc' is not reported by the training loop",
-        files={"bad.yaml": space(("metric: knn_top1", "metric: knn_acc"))}),
+        files={"bad.yaml": space(("metric: val_knn_top1", "metric: knn_acc"))}),
     # ---- running a sweep -------------------------------------------------------------------
     Row("sweep-resume-unknown", "--resume of a sweep that does not exist",
         sweep("--resume", "nosuch", "--storage", "runs"),
@@ -431,7 +433,7 @@ ROWS: list[Row] = [
         files=MODEL_STORE),
     Row("evaluate-protocol-unknown-field", "--set of a linear-protocol field that does not exist",
         evaluate(CANDIDATE, "--set", "lr_typo=3"),
-        r"evaluate: unknown field\(s\) 'lr_typo'; known: amp, augment, batch_size, epochs, .*, lr, ",
+        r"evaluate: unknown field\(s\) 'lr_typo' of LinearProtocol; known: amp, augment, batch_size, epochs, .*, lr, ",
         files=MODEL_STORE),
     Row("evaluate-protocol-bad-value", "--set of a linear-protocol value out of range",
         evaluate(CANDIDATE, "--set", "epochs=0"), r"evaluate: LinearProtocol\.epochs=0: must be an integer >= 1$",

@@ -34,8 +34,8 @@ def test_an_evaluation_is_logged_and_tags_the_version(recorded_sweep, monkeypatc
     assert run.data.params["protocol.augment"] == "none" and run.data.params["backbone"] == "small_cnn"
     for key in ("linear_top1", "linear_top5", "knn_top1", "random_crop_top1", "random_crop_drop"):
         assert key in run.data.metrics, key
-    # the kNN of the evaluation is the same protocol as the trial's last-epoch monitor
-    assert run.data.metrics["knn_top1"] == pytest.approx(source.data.metrics["knn_top1"], abs=1e-6)
+    # the evaluation's kNN (test split) is the protocol of the trial's last-epoch test_knn_top1
+    assert run.data.metrics["knn_top1"] == pytest.approx(source.data.metrics["test_knn_top1"], abs=1e-6)
     tagged = c.get_model_version("leoclr-encoder", "1").tags
     assert tagged["eval.digits.run_id"] == result["run_id"]
     assert float(tagged["eval.digits.linear_top1"]) == pytest.approx(run.data.metrics["linear_top1"], abs=0.01)

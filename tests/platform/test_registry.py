@@ -20,7 +20,7 @@ def test_the_best_finished_trial_is_registered_with_its_lineage(recorded_sweep):
     c, parent, runs = tracked_runs(uri, "s1")
     printed = []
     first = promote(uri, sweep="s1", out=printed.append)
-    best = runs["t2"]  # the highest knn_top1 of the finished trials
+    best = runs["t2"]  # the highest val_knn_top1 of the finished trials
     assert first["run_id"] == best.info.run_id and first["alias"] == "candidate" and first["version"] == "1"
     assert first["previous_version"] is None
     version = c.get_model_version_by_alias("leoclr-encoder", "candidate")
@@ -28,8 +28,8 @@ def test_the_best_finished_trial_is_registered_with_its_lineage(recorded_sweep):
     assert version.tags["sweep"] == "s1" and version.tags["trial_id"] == "t2"
     assert version.tags["config_hash"] == best.data.tags["config_hash"]
     assert version.tags["git_commit"] == parent.data.tags["git_commit"]
-    assert float(version.tags["objective_value"]) == pytest.approx(best.data.metrics["knn_top1"], abs=1e-3)
-    assert printed[0].startswith(f"promoted run {best.info.run_id} (trial t2, moco_v2, knn_top1=")
+    assert float(version.tags["objective_value"]) == pytest.approx(best.data.metrics["val_knn_top1"], abs=1e-3)
+    assert printed[0].startswith(f"promoted run {best.info.run_id} (trial t2, moco_v2, val_knn_top1=")
     assert printed[1] == "  evaluate it: leoclr evaluate models:/leoclr-encoder@candidate"
 
 

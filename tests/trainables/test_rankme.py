@@ -38,3 +38,9 @@ def test_no_centering_and_bad_shapes():
     assert rankme(torch.zeros(3, 3)) == pytest.approx(1.0, abs=1e-4)
     with pytest.raises(ValueError, match="N x D"):
         rankme(torch.ones(4))
+
+
+def test_non_finite_features_have_no_rank():
+    z = torch.eye(4)
+    z[1, 2] = float("nan")
+    assert math.isnan(rankme(z))

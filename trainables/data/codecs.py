@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 import numpy as np
 import torch
@@ -54,28 +55,33 @@ def pil_to_uint8(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)))
 
 
-def open_image(file: str | os.PathLike | bytes, *, source: str) -> Image.Image:
+def open_image(file: str | os.PathLike | bytes, *, source: str, from_file: bool | None = None) -> Image.Image:
     """Decode one image, a file path or encoded bytes (PNG, JPEG, ...), at its own size ->
     a loaded PIL image in its own mode.
 
     ``source`` names where it came from (a file, or file + row); a file or bytes that do not
-    decode raise ``DatasetError`` naming it.
+    decode raise ``DatasetError`` naming it. ``from_file``: the bytes were read from the file
+    ``source`` (the message then names the file, not a row); default: whether ``file`` is a path.
     """
     try:
         with Image.open(io.BytesIO(file) if isinstance(file, (bytes, bytearray)) else file) as img:
             img.load()
             return img
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        if isinstance(file, (bytes, bytearray)):
-            reason = f"{exc}; delete or replace that file/row"
-            message = f"cannot decode the image in {source}: {reason}"
-        else:
-            reason = f"{exc}; delete or replace that file"
+        # PIL names in-memory bytes by their object repr ("<_io.BytesIO object at 0x...>"): noise
+        detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)).strip()
+        if from_file is None:
+            from_file = not isinstance(file, (bytes, bytearray))
+        if from_file:
+            reason = f"{detail}; delete or replace that file"
             message = f"cannot read the image file {source}: {reason}"
+        else:
+            reason = f"{detail}; delete or replace that file/row"
+            message = f"cannot decode the image in {source}: {reason}"
         raise DatasetError(reason, source=source, message=message) from exc
 
 
-def decode_full(data: bytes, *, source: str) -> torch.Tensor:
+def decode_full(data: bytes, *, source: str, from_file: bool = False) -> torch.Tensor:
     """Encoded image bytes -> uint8 ``3 x H x W`` at the image's own size (gray replicated, alpha
     dropped): torchvision's decoders (libjpeg-turbo, libpng, ...) straight into a CHW tensor;
     formats they do not read (BMP, TIFF, PPM, ...) go through PIL. Errors name ``source``."""
@@ -84,7 +90,7 @@ def decode_full(data: bytes, *, source: str) -> torch.Tensor:
     try:
         return tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError):
-        img = open_image(data, source=source)
+        img = open_image(data, source=source, from_file=from_file)
         img = img if img.mode == "RGB" else img.convert("RGB")
         return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)))
 

@@ -79,7 +79,7 @@ class ImageFileDataset(Dataset):
         """File ``index`` decoded at its own size, uint8 ``3 x H x W``: what the loader workers
         cut views from (trainables/data/geometry.py)."""
         path = self.samples[index][0]
-        return decode_full(read_file(path), source=path)
+        return decode_full(read_file(path), source=path, from_file=True)
 
 
 @dataclass

@@ -70,7 +70,7 @@ def _group_columns(records: Sequence[RunRecord], searched: Sequence[str], grid: 
     return cols
 
 
-def ablation_rows(records: Sequence[RunRecord], *, metric: str = "knn_top1", mode: str = "max",
+def ablation_rows(records: Sequence[RunRecord], *, metric: str = "val_knn_top1", mode: str = "max",
                   searched: Sequence[str] = (), grid: bool = False,
                   max_epochs: int | None = None) -> tuple[list[str], list[dict[str, Any]]]:
     """(group columns, rows) of the ablation table; see the module docstring for the rules."""
@@ -140,7 +140,7 @@ def _row(g: dict[str, Any], sign: float, dec: int, hyper_keys: list[str]) -> dic
     return row
 
 
-def build_report(records: Sequence[RunRecord], *, metric: str = "knn_top1", mode: str = "max",
+def build_report(records: Sequence[RunRecord], *, metric: str = "val_knn_top1", mode: str = "max",
                  searched: Sequence[str], grid: bool, title: str, out_dir: str | Path,
                  max_epochs: int | None = None) -> Report:
     """Build the ablation table, write the six report files into `out_dir` (created if needed)

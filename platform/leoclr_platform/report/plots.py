@@ -68,7 +68,7 @@ def _strategy_handles(names: Sequence[Any]) -> list[Line2D]:
             for n in names]
 
 
-def plot_learning_curves(records: Sequence[RunRecord], metric: str = "knn_top1", *,
+def plot_learning_curves(records: Sequence[RunRecord], metric: str = "val_knn_top1", *,
                          max_epochs: int | None = None, title: str | None = None) -> Figure:
     """`metric` vs epoch: exactly one line per run that has a history for `metric` (in input
     order), coloured by strategy, KILLED dashed, FAILED dotted. The legend is made of proxy
@@ -139,7 +139,7 @@ def _log10_axis(ax) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def plot_objective_vs_params(records: Sequence[RunRecord], metric: str = "knn_top1", *,
+def plot_objective_vs_params(records: Sequence[RunRecord], metric: str = "val_knn_top1", *,
                              searched: Sequence[str] = (), max_epochs: int | None = None,
                              title: str | None = None) -> Figure:
     """Final `metric` vs each numeric searched param (one panel each, seed skipped), coloured by

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from leoclr_platform.spaces.schema import ParamSpec, SweepSpec, fmt
+from leoclr_platform.spaces.schema import MONITOR_METRICS, ParamSpec, SweepSpec, fmt
 from leoclr_platform.spaces.trials import asha_rungs
 
 METRICS_VERB = {"max": "maximise", "min": "minimise"}
@@ -62,7 +62,7 @@ def _budget_lines(spec: SweepSpec) -> list[str]:
              f"{spec.max_epochs} epochs; ASHA grace {spec.grace_period}, "
              f"reduction factor {fmt(spec.reduction_factor)}"]
     knn_every = spec.fixed_values().get("knn_every", 1)
-    if spec.metric.startswith("knn") and knn_every != 1:
+    if spec.metric in MONITOR_METRICS and knn_every != 1:
         lines.append(f"kNN monitor: every {knn_every} epochs, at the ASHA rungs {asha_rungs(spec)} "
                      f"and at epoch {spec.max_epochs}")
     return lines

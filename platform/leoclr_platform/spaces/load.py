@@ -93,7 +93,7 @@ def parse_space(text: str, *, source: str = "space.yaml", path: Path | None = No
     objective = _section(source, data, "objective", OBJECTIVE_KEYS)
     budget = _section(source, data, "budget", BUDGET_KEYS)
     resources = _section(source, data, "resources", RESOURCE_KEYS)
-    metric = objective.get("metric", "knn_top1")
+    metric = objective.get("metric", "val_knn_top1")
     max_epochs = budget.get("max_epochs")
     return SweepSpec(
         name=data.get("name", path.stem if path is not None else Path(source).stem),

@@ -32,7 +32,15 @@ RANGE_KINDS = ("uniform", "loguniform", "int", "log_int", "one_minus_log")
 KINDS = CATEGORICAL_KINDS + RANGE_KINDS
 PARAM_KEYS = KINDS + ("step", "when")
 #: Metrics the per-worker loop reports every epoch, and the direction that makes sense for each.
-METRICS = {"knn_top1": "max", "knn_top5": "max", "loss": "min"}
+METRICS = {"val_knn_top1": "max", "val_knn_top5": "max", "rankme": "max", "loss": "min"}
+#: Metrics the per-epoch monitor measures (at knn_every / knn_epochs / the last epoch, not every
+#: epoch): a search whose objective is one of them evaluates at ASHA's rung epochs too.
+MONITOR_METRICS = ("val_knn_top1", "val_knn_top5", "rankme")
+#: Objective names refused with the reason: they read the test split, which selection never reads.
+RENAMED_METRICS = {
+    "knn_top1": "val_knn_top1", "knn_top5": "val_knn_top5",
+    "test_knn_top1": "val_knn_top1", "test_knn_top5": "val_knn_top5",
+}
 #: Datasets read from files under `data_root` (photo_patches and digits need nothing).
 FILE_DATASETS = ("cifar10", "cifar100", "stl10", "imagefolder", "parquet")
 #: Keys that are not set in `base` or `space` because another part of the file sets them.
@@ -104,7 +112,7 @@ class SweepSpec:
     description: str = ""
     base: dict[str, Any] = field(default_factory=dict)
     params: list[ParamSpec] = field(default_factory=list)
-    metric: str = "knn_top1"
+    metric: str = "val_knn_top1"
     metric_mode: str = "max"
     trials: int | None = None
     max_epochs: int = 10

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from trainables.config import ConfigError, TrainConfig
 
 from leoclr_platform.errors import SpaceError
-from leoclr_platform.spaces.schema import ONE_MINUS_SUFFIX, SweepSpec
+from leoclr_platform.spaces.schema import MONITOR_METRICS, ONE_MINUS_SUFFIX, SweepSpec
 
 
 def asha_rungs(spec: SweepSpec) -> list[int]:
@@ -39,7 +39,7 @@ def trial_config(spec: SweepSpec, sampled: Mapping[str, Any], seed: int | None =
     if seed is not None:
         values["seed"] = seed
     values.setdefault("seed", spec.seeds[0])
-    if spec.mode == "search" and spec.metric.startswith("knn") and values.get("knn_every", 1) != 1:
+    if spec.mode == "search" and spec.metric in MONITOR_METRICS and values.get("knn_every", 1) != 1:
         # ASHA judges a trial at the first result with the objective at or past each rung, and
         # Optuna records the objective of every epoch that has it: evaluate exactly at the rungs
         extra = values.get("knn_epochs") or []

@@ -23,6 +23,8 @@ from leoclr_platform.spaces.schema import (
     LAUNCHERS,
     METRICS,
     MODES,
+    MONITOR_METRICS,
+    RENAMED_METRICS,
     NAME_RE,
     RESERVED_KEYS,
     ParamSpec,
@@ -119,6 +121,11 @@ def _check_resources(spec: SweepSpec) -> None:
 
 
 def _check_objective(spec: SweepSpec) -> None:
+    if spec.metric in RENAMED_METRICS:
+        raise _fail(spec, "objective.metric",
+                    f"{spec.metric!r} is measured on the test split, which never selects: use "
+                    f"{RENAMED_METRICS[spec.metric]!r} (the same kNN on the validation split; the test "
+                    "split is reported at each trial's last epoch as test_knn_top1/5)")
     if spec.metric not in METRICS:
         hint = did_you_mean(spec.metric, METRICS) if isinstance(spec.metric, str) else ""
         raise _fail(spec, "objective.metric", f"{spec.metric!r} is not reported by the training loop{hint}; "
@@ -144,7 +151,7 @@ def _check_device(spec: SweepSpec) -> None:
     """How trials run: the objective can be computed, and GPUs are held only if used."""
     searched = {p.name for p in spec.params}
     # knn_every > 1 in a search: the trials evaluate kNN at ASHA's rung epochs too (trial_config)
-    if spec.mode == "search" and "knn_every" in searched and spec.metric.startswith("knn"):
+    if spec.mode == "search" and "knn_every" in searched and spec.metric in MONITOR_METRICS:
         raise _fail(spec, "space.knn_every", f"cannot be searched when the objective is {spec.metric}")
     if "device" in searched:
         return

@@ -27,7 +27,7 @@ class SweepOutcome:
     trials: list[dict[str, Any]]  # one row per trial: id, status, epochs, metric, params
     errors: int
     tracking: dict[str, Any] | None = None  # uri, experiment, parent run id, undelivered calls
-    metric: str = "knn_top1"  # the objective the rows and the best trial are ranked by
+    metric: str = "val_knn_top1"  # the objective the rows and the best trial are ranked by
 
 
 def summarize(spec: SweepSpec, name: str, root: str, results: Iterable) -> SweepOutcome:

@@ -33,8 +33,9 @@ from leoclr_platform.tracking.sweep_record import SweepRecord
 #: Metrics the loop reports each epoch that are logged (the rest of a Tune result, such as
 #: time_total_s or checkpoint_path, is bookkeeping).
 EPOCH_METRICS = (
-    "loss", "knn_top1", "knn_top5", "lr", "images_per_s", "epoch_time_s", "train_time_s",
-    "knn_time_s", "steps", "knn_top1_init", "knn_top5_init",
+    "loss", "val_knn_top1", "val_knn_top5", "rankme", "test_knn_top1", "test_knn_top5", "lr",
+    "images_per_s", "epoch_time_s", "train_time_s", "knn_time_s", "steps", "val_knn_top1_init",
+    "val_knn_top5_init", "rankme_init",
 )
 ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
 

@@ -23,14 +23,14 @@ SEARCHED = ["attraction_strategy", "temperature", "key_momentum", "queue_size"]
 
 def run(trial: str, strategy: str, value: float | None, status: str = "FINISHED", *,
         epochs: int = 4, seed: int = 0, history: bool = True, **params) -> RunRecord:
-    """A run whose knn_top1 climbs linearly to `value` at its last epoch."""
+    """A run whose val_knn_top1 climbs linearly to `value` at its last epoch."""
     p = {"attraction_strategy": strategy, "mechanism": "momentum", "temperature": 0.2,
          "key_momentum": 0.99, "queue_size": 4096, "seed": seed}
     p.update(params)
-    metrics = {} if value is None else {"knn_top1": float(value), "loss": 10.0 - value / 10}
+    metrics = {} if value is None else {"val_knn_top1": float(value), "loss": 10.0 - value / 10}
     hist = {}
     if history and value is not None:
-        hist = {"knn_top1": [(e, value * e / epochs) for e in range(1, epochs + 1)],
+        hist = {"val_knn_top1": [(e, value * e / epochs) for e in range(1, epochs + 1)],
                 "loss": [(e, 10.0 - value * e / epochs / 10) for e in range(1, epochs + 1)]}
     return RunRecord(run_id=f"run-{trial}", trial_id=trial, status=status, params=p,
                      metrics=metrics, history=hist, seed=seed, epochs=epochs)
@@ -78,7 +78,7 @@ def report_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def search_report(report_dir):
     """Built once for the module (rendering the PNGs is the slow part); tests only read it."""
-    return build_report(make_search_records(), metric="knn_top1", mode="max", searched=SEARCHED,
+    return build_report(make_search_records(), metric="val_knn_top1", mode="max", searched=SEARCHED,
                         grid=False, title="demo sweep", out_dir=report_dir, max_epochs=4)
 
 
@@ -116,7 +116,7 @@ def test_rows_sorted_best_mean_first_and_min_mode_reverses(search_records):
     rows = rows_of(search_records)
     assert [r["attraction_strategy"] for r in rows] == [
         "leoclr", "attract_all", "moco_v2", "leoclr_random_original"]  # 43, 35, 33, then n = 0
-    rows = rows_of(search_records, metric="knn_top1", mode="min")
+    rows = rows_of(search_records, metric="val_knn_top1", mode="min")
     assert [r["attraction_strategy"] for r in rows] == [
         "moco_v2", "attract_all", "leoclr", "leoclr_random_original"]  # n = 0 stays last
     leo = by_strategy(rows)["leoclr"]
@@ -224,7 +224,7 @@ def test_markdown_has_title_summary_exact_rows_and_images(search_report):
     lines = md.splitlines()
     assert lines[0] == "# demo sweep"
     summary = next(l for l in lines if l.startswith("Compared"))
-    assert "`knn_top1`" in summary and "higher is better" in summary and "9 runs" in summary
+    assert "`val_knn_top1`" in summary and "higher is better" in summary and "9 runs" in summary
     assert "6 finished" in summary and "2 stopped early" in summary and "1 failed" in summary
     table = [l for l in lines if l.startswith("|")]
     assert len(table) == 2 + 4                          # header, rule, one line per group
@@ -242,13 +242,13 @@ def test_runs_csv_one_row_per_run(search_report):
     rows = read_csv(search_report.files["runs.csv"])
     assert len(rows) == len(search_records)
     assert sorted(r["trial_id"] for r in rows) == sorted(r.trial_id for r in search_records)
-    for col in ("trial_id", "status", "attraction_strategy", "epochs", "knn_top1", "temperature",
+    for col in ("trial_id", "status", "attraction_strategy", "epochs", "val_knn_top1", "temperature",
                 "key_momentum", "queue_size"):
         assert col in rows[0]
     byid = {r["trial_id"]: r for r in rows}
     assert byid["t4"]["status"] == "KILLED" and byid["t4"]["epochs"] == "2"
-    assert float(byid["t4"]["knn_top1"]) == 60.0
-    assert byid["t5"]["status"] == "FAILED" and byid["t5"]["knn_top1"] == ""
+    assert float(byid["t4"]["val_knn_top1"]) == 60.0
+    assert byid["t5"]["status"] == "FAILED" and byid["t5"]["val_knn_top1"] == ""
     assert float(byid["t2"]["key_momentum"]) == 0.996
 
 
@@ -267,7 +267,7 @@ def test_pngs_are_images_and_html_embeds_them(search_report):
 
 
 def test_report_is_deterministic(search_report, tmp_path):
-    again = build_report(make_search_records(), metric="knn_top1", mode="max", searched=SEARCHED,
+    again = build_report(make_search_records(), metric="val_knn_top1", mode="max", searched=SEARCHED,
                          grid=False, title="demo sweep", out_dir=tmp_path, max_epochs=4)
     for name, path in search_report.files.items():
         assert again.files[name].read_bytes() == path.read_bytes(), name
@@ -277,7 +277,7 @@ def test_report_is_deterministic(search_report, tmp_path):
 # plots
 
 def test_learning_curves_one_line_per_run_styled_by_status(search_records):
-    fig = R.plot_learning_curves(search_records, "knn_top1")
+    fig = R.plot_learning_curves(search_records, "val_knn_top1")
     ax = fig.axes[0]
     lines = ax.get_lines()
     with_history = [r for r in search_records if r.history]
@@ -292,11 +292,11 @@ def test_learning_curves_one_line_per_run_styled_by_status(search_records):
         assert labels.count(s) == 1                     # one legend entry per strategy
     # a failed run with a history is dotted
     failed = run("f", "leoclr", 10.0, "FAILED")
-    assert R.plot_learning_curves([failed], "knn_top1").axes[0].get_lines()[0].get_linestyle() == ":"
+    assert R.plot_learning_curves([failed], "val_knn_top1").axes[0].get_lines()[0].get_linestyle() == ":"
 
 
 def test_objective_vs_params_axes(search_records):
-    fig = R.plot_objective_vs_params(search_records, "knn_top1", searched=SEARCHED + ["seed"])
+    fig = R.plot_objective_vs_params(search_records, "val_knn_top1", searched=SEARCHED + ["seed"])
     axes = [ax for ax in fig.axes if ax.get_xlabel()]
     assert [ax.get_xlabel() for ax in axes] == [
         "temperature (log scale)", "1 - key_momentum (log scale)", "queue_size (log2 scale)"]
@@ -313,14 +313,14 @@ def test_objective_vs_params_axes(search_records):
 
 def test_wide_param_on_log_axis_narrow_on_linear():
     recs = [run("a", "leoclr", 40.0, lr=0.001, wd=1.0), run("b", "moco_v2", 42.0, lr=0.05, wd=2.0)]
-    fig = R.plot_objective_vs_params(recs, "knn_top1", searched=["lr", "wd", "attraction_strategy"])
+    fig = R.plot_objective_vs_params(recs, "val_knn_top1", searched=["lr", "wd", "attraction_strategy"])
     scales = {ax.get_xlabel(): ax.get_xscale() for ax in fig.axes if ax.get_xlabel()}
     assert scales == {"lr (log scale)": "log", "wd": "linear"}
 
 
 def test_no_numeric_param_draws_one_panel(tmp_path):
     recs = [run("a", "leoclr", 40.0), run("b", "moco_v2", 42.0)]
-    fig = R.plot_objective_vs_params(recs, "knn_top1", searched=["attraction_strategy", "seed"])
+    fig = R.plot_objective_vs_params(recs, "val_knn_top1", searched=["attraction_strategy", "seed"])
     assert len(fig.axes) == 1
     assert "no numeric parameter" in fig.axes[0].texts[0].get_text()
     rep = build_report(recs, searched=["attraction_strategy"], grid=True, title="t", out_dir=tmp_path)
@@ -360,7 +360,7 @@ def test_run_without_history_uses_final_metric(tmp_path):
     recs = [run("a", "leoclr", 40.0), run("b", "leoclr", 44.0, history=False)]
     rep = build_report(recs, searched=SEARCHED, grid=False, title="t", out_dir=tmp_path)
     assert (rep.rows[0]["n"], rep.rows[0]["mean"]) == (2, pytest.approx(42.0))
-    ax = R.plot_learning_curves(recs, "knn_top1").axes[0]
+    ax = R.plot_learning_curves(recs, "val_knn_top1").axes[0]
     assert len(ax.get_lines()) == 1 and "1 run without history" in ax.get_title()
     runs = read_csv(rep.files["runs.csv"])
     assert len(runs) == 2 and {r["epochs"] for r in runs} == {"4"}
@@ -372,7 +372,7 @@ def test_run_without_history_uses_final_metric(tmp_path):
 
 def test_no_run_has_any_history():
     recs = [run("a", "leoclr", 40.0, history=False)]
-    ax = R.plot_learning_curves(recs, "knn_top1").axes[0]
+    ax = R.plot_learning_curves(recs, "val_knn_top1").axes[0]
     assert len(ax.get_lines()) == 0 and "no run has a history" in ax.texts[0].get_text()
     assert rows_of(recs)[0]["n"] == 1
 

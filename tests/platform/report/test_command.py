@@ -24,7 +24,7 @@ def test_the_records_of_a_sweep_are_its_trial_runs(recorded_sweep):
     assert set(by_trial) == {"t1", "t2", "t3"}
     assert by_trial["t2"].params["attraction_strategy"] == "moco_v2" and by_trial["t2"].params["temperature"] == 0.2
     assert by_trial["t3"].status == "KILLED" and by_trial["t3"].epochs == 1
-    assert [e for e, _ in by_trial["t1"].history["knn_top1"]] == [1, 2] and by_trial["t1"].seed == 0
+    assert [e for e, _ in by_trial["t1"].history["val_knn_top1"]] == [1, 2] and by_trial["t1"].seed == 0
 
 
 def test_the_report_is_written_and_logged_to_the_sweep_s_run(recorded_sweep, tmp_path):

@@ -11,7 +11,7 @@ from leoclr_platform.spaces.describe import describe_param
 def test_a_search_is_described_with_its_budget_resources_and_keys():
     text = describe(load_space("smoke"))
     assert text.startswith("sweep 'smoke' (search) from ")
-    assert "objective: maximise knn_top1" in text
+    assert "objective: maximise val_knn_top1" in text
     assert "budget: 3 trials (TPE, sampler seed 0, 10 random start-up trials) x up to 2 epochs" in text
     assert "resources per trial: 1 worker(s) x (1 CPU, 0 GPU)" in text
     assert "epochs" in text and "(budget.max_epochs)" in text

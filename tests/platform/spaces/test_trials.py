@@ -51,7 +51,7 @@ def test_asha_rungs_are_the_epochs_rays_scheduler_judges_at(max_epochs, grace, r
 
     spec = dataclasses.replace(S.load_space("smoke"), max_epochs=max_epochs, grace_period=grace,
                                reduction_factor=rf)
-    scheduler = ASHAScheduler(time_attr="epoch", metric="knn_top1", mode="max", max_t=max_epochs + 1,
+    scheduler = ASHAScheduler(time_attr="epoch", metric="val_knn_top1", mode="max", max_t=max_epochs + 1,
                               grace_period=grace, reduction_factor=rf)
     (bracket,) = scheduler._brackets
     # the first whole epoch at or past each milestone, if a trial can reach it

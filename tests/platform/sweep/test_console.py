@@ -9,9 +9,9 @@ from leoclr_platform.sweep import SweepOutcome, print_outcome
 
 def rows():
     return [
-        {"trial_id": "a1", "status": "COMPLETED", "epochs": 2, "knn_top1": 45.123, "error": None,
+        {"trial_id": "a1", "status": "COMPLETED", "epochs": 2, "val_knn_top1": 45.123, "error": None,
          "params": {"attraction_strategy": "leoclr", "temperature": 0.123456}, "seed": 0},
-        {"trial_id": "a2", "status": "ERROR", "epochs": None, "knn_top1": None, "error": "loss is not finite",
+        {"trial_id": "a2", "status": "ERROR", "epochs": None, "val_knn_top1": None, "error": "loss is not finite",
          "params": {"attraction_strategy": "moco_v2", "temperature": 0.2}, "seed": 0},
     ]
 
@@ -25,11 +25,11 @@ def test_the_table_the_best_trial_and_what_to_run_next():
     assert out.getvalue().splitlines() == [
         "",
         "sweep s1: 2 trials, 1 failed; results in /r/s1",
-        "          a1 COMPLETED  epochs=2 knn_top1=45.12  attraction_strategy=leoclr, temperature=0.1235",
-        "          a2 ERROR      epochs=None knn_top1=-  attraction_strategy=moco_v2, temperature=0.2"
+        "          a1 COMPLETED  epochs=2 val_knn_top1=45.12  attraction_strategy=leoclr, temperature=0.1235",
+        "          a2 ERROR      epochs=None val_knn_top1=-  attraction_strategy=moco_v2, temperature=0.2"
         "  [loss is not finite]",
         "",
-        "best trial a1: knn_top1=45.12",
+        "best trial a1: val_knn_top1=45.12",
         '  config: {"attraction_strategy": "leoclr", "temperature": 0.123456} seed=0',
         "  checkpoint: /r/s1/train/trial_a1/epoch_0002",
         "  train it further: leoclr train --config /r/s1/train/trial_a1/epoch_0002/config.json --set "

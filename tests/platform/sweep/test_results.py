@@ -18,7 +18,7 @@ def smoke(**changes):
 def result(tmp_path, trial_id, epoch, knn, error=None):
     return SimpleNamespace(config={"attraction_strategy": "moco_v2", "temperature": 0.2, "key_momentum": 0.99,
                                    "seed": 0},
-                           metrics={"trial_id": trial_id, "epoch": epoch, "knn_top1": knn}, error=error,
+                           metrics={"trial_id": trial_id, "epoch": epoch, "val_knn_top1": knn}, error=error,
                            path=str(tmp_path / trial_id))
 
 
@@ -31,8 +31,8 @@ def test_the_best_trial_is_one_that_ran_every_epoch(tmp_path):
                result(tmp_path, "done_hi", 2, 45.0), result(tmp_path, "failed", 2, 99.0, error=RuntimeError("x"))]
     outcome = summarize(spec, "s", str(tmp_path), results)
     assert [t["status"] for t in outcome.trials] == ["STOPPED", "COMPLETED", "COMPLETED", "ERROR"]
-    assert outcome.best["trial_id"] == "done_hi" and outcome.best["knn_top1"] == 45.0
-    assert outcome.errors == 1 and outcome.metric == "knn_top1"
+    assert outcome.best["trial_id"] == "done_hi" and outcome.best["val_knn_top1"] == 45.0
+    assert outcome.errors == 1 and outcome.metric == "val_knn_top1"
     only_stopped = summarize(spec, "s", str(tmp_path), [result(tmp_path, "a", 1, 30.0),
                                                         result(tmp_path, "b", 1, 35.0)])
     assert only_stopped.best["trial_id"] == "b"
@@ -49,7 +49,7 @@ def test_the_summary_is_written_and_the_best_names_its_last_checkpoint(tmp_path,
 
 
 def test_a_trial_id_comes_from_the_folder_when_the_result_lacks_it(tmp_path):
-    row = SimpleNamespace(config={}, metrics={"epoch": 2, "knn_top1": 1.0}, error=None,
+    row = SimpleNamespace(config={}, metrics={"epoch": 2, "val_knn_top1": 1.0}, error=None,
                           path=str(tmp_path / "train_driver_fn_a1b2c_00003_3_attraction_strategy=leoclr_2026"))
     assert summarize(smoke(), "s", str(tmp_path), [row]).trials[0]["trial_id"] == "a1b2c_00003"
 
@@ -69,10 +69,10 @@ def test_the_history_on_disk_joins_the_checkpoint_and_tune_s_results(tmp_path, t
     shutil.copytree(tiny_run / "epoch_0001", tmp_path / "train" / "trial_t1" / "epoch_0001")
     folder = tmp_path / "train_driver_fn_t1_0_x_2026"
     folder.mkdir()
-    lines = [{"epoch": 1, "knn_top1": -1.0}, {"epoch": 2, "knn_top1": 77.0}]
+    lines = [{"epoch": 1, "val_knn_top1": -1.0}, {"epoch": 2, "val_knn_top1": 77.0}]
     (folder / "result.json").write_text("\n".join(json.dumps(r) for r in lines) + "\n{\"epoch\": 3, \"kn")
     history = disk_history(str(tmp_path), "t1")
     assert sorted(history) == [1, 2]  # the line cut by a kill is skipped
-    assert history[1]["knn_top1"] != -1.0  # the checkpoint's record wins over Tune's
-    assert history[2]["knn_top1"] == 77.0
+    assert history[1]["val_knn_top1"] != -1.0  # the checkpoint's record wins over Tune's
+    assert history[2]["val_knn_top1"] == 77.0
     assert disk_history(str(tmp_path), "nobody") == {} and disk_history("s3://b/runs/s", "t1") == {}

@@ -54,7 +54,7 @@ def sweep_folder(tmp_path: Path, tiny_run: Path, store: str):
             shutil.copytree(tiny_run, root / "train" / f"trial_{trial_id}")
         if status:
             rows.append({"trial_id": trial_id, "status": status, "epochs": epochs or None,
-                         "knn_top1": 40.0 + epochs if epochs else None, "params": {}, "seed": 0,
+                         "val_knn_top1": 40.0 + epochs if epochs else None, "params": {}, "seed": 0,
                          "error": ERROR if status == "ERROR" else None, "path": str(folder)})
     (root / "summary.json").write_text(json.dumps({"name": "s1", "trials": rows}))
     return spec, json.loads((root / "sweep.json").read_text()), root, rows
@@ -124,7 +124,7 @@ def test_a_synced_sweep_equals_the_live_record(tmp_path, tiny_run, mlflow_uri, s
         assert {k: v for k, v in synced.data.tags.items() if k not in differ} == \
             {k: v for k, v in run.data.tags.items() if k not in differ}, trial_id
         assert synced.info.status == run.info.status, trial_id
-        for key in ("loss", "knn_top1", "lr"):
+        for key in ("loss", "val_knn_top1", "lr"):
             values = [(m.step, m.value) for m in sync_client.get_metric_history(synced.info.run_id, key)]
             assert sorted(values) == sorted((m.step, m.value) for m in
                                             live_client.get_metric_history(run.info.run_id, key)), (trial_id, key)

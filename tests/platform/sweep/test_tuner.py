@@ -27,7 +27,7 @@ def test_a_search_is_tpe_and_asha_on_the_objective(tmp_path):
     _, rdb = open_study_storage(str(tmp_path), None)
     param_space, config = _search(spec, "s1", rdb, concurrency=2)
     assert param_space == {} and isinstance(config.search_alg, SafeOptunaSearch)
-    assert (config.metric, config.mode, config.num_samples, config.max_concurrent_trials) == ("knn_top1", "max", 3, 2)
+    assert (config.metric, config.mode, config.num_samples, config.max_concurrent_trials) == ("val_knn_top1", "max", 3, 2)
     assert not config.reuse_actors  # a finished trial's actor (and what it owns) must go
 
 

@@ -11,11 +11,11 @@ from platform_fakes import smoke_record
 def test_a_search_records_its_budget_resources_seeds_and_asha_settings():
     spec, meta, record = smoke_record()
     assert record.params == {
-        "space": "smoke", "mode": "search", "objective": "knn_top1 (max)", "trials": 3, "max_epochs": 2,
+        "space": "smoke", "mode": "search", "objective": "val_knn_top1 (max)", "trials": 3, "max_epochs": 2,
         "seeds": [0], "searched": ["attraction_strategy", "temperature", "key_momentum", "enqueue"],
         "workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "results": "/tmp/runs/s1",
         "grace_period": 1, "reduction_factor": 2}
-    assert record.tags["mode"] == "search" and record.tags["objective"] == "knn_top1"
+    assert record.tags["mode"] == "search" and record.tags["objective"] == "val_knn_top1"
     assert record.tags["hardware.cluster"] == "4 CPU, 0 GPU" and record.tags["git_commit"]
     assert record.space_file == "smoke.yaml" and record.space_text == spec.text
     assert "space_text" not in record.meta and record.meta["name"] == "s1"

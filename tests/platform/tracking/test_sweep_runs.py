@@ -49,7 +49,7 @@ def test_a_trial_logs_its_config_epochs_and_status_once(mlflow_uri, tiny_run):
     t1, t2, t3 = runs["t1"], runs["t2"], runs["t3"]
     assert (t1.info.status, t2.info.status, t3.info.status) == ("FINISHED", "KILLED", "FAILED")
     assert metric_steps(client, t1) == [1, 2] and metric_steps(client, t2) == [1]
-    assert t1.data.metrics["knn_top1"] == 42.0 and "time_total_s" not in t1.data.metrics
+    assert t1.data.metrics["val_knn_top1"] == 42.0 and "time_total_s" not in t1.data.metrics
     assert t1.data.params["attraction_strategy"] == "leoclr" and t1.data.params["epochs"] == "2"
     assert t1.data.tags["strategy"] == "leoclr" and t2.data.tags["seed"] == "1"
     assert t1.data.tags["config_hash"] == tracking.config_hash(config)
@@ -79,7 +79,7 @@ def test_a_restarted_trial_continues_its_run_and_backfills_what_it_lacks(mlflow_
     assert parent.info.status == "FINISHED"
     run = runs["t1"]
     assert run.info.status == "RUNNING"  # reopened: nothing ended it this time
-    values = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "knn_top1")}
+    values = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_knn_top1")}
     assert values == {1: 41.0, 2: 42.0, 3: 43.0}
 
 
