@@ -37,6 +37,6 @@ def assert_runs_match_outcome(uri: str, outcome) -> None:
         steps = metric_steps(client, run)
         assert steps == list(range(1, (row["epochs"] or 0) + 1)), (row, steps)
         if row["epochs"]:
-            assert run.data.metrics["knn_top1"] == pytest.approx(row["knn_top1"])
+            assert run.data.metrics["val_knn_top1"] == pytest.approx(row["val_knn_top1"])
         assert ("model_uri" in run.data.tags) == (expected == "FINISHED"), run.data.tags
     return client, parent, runs

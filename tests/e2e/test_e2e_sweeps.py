@@ -142,14 +142,14 @@ def test_promote_evaluate_here_and_as_a_ray_task_and_report(tiny_sweep, tmp_path
                             out=lambda *a: None)
     assert result["source_run_id"] == best.info.run_id and result["version"] == first["version"]
     run = client.get_run(result["run_id"])
-    # the kNN of the evaluation is the same protocol as the sweep's last-epoch monitor
-    assert run.data.metrics["val_knn_top1"] == pytest.approx(best.data.metrics["val_knn_top1"], abs=1e-6)
+    # the evaluation's kNN (test split) is the protocol of the trial's last-epoch test_knn_top1
+    assert run.data.metrics["knn_top1"] == pytest.approx(best.data.metrics["test_knn_top1"], abs=1e-6)
     # the same evaluation as a Ray task (what `leoclr evaluate --address` / a Ray job does)
     printed = []
     remote = evaluate_model(uri, "models:/leoclr-encoder@candidate", protocol_overrides={"epochs": 3},
                             address="auto", out=printed.append)
     assert any("in a Ray task" in line for line in printed), printed
-    assert remote["results"]["val_knn_top1"] == result["results"]["val_knn_top1"]
+    assert remote["results"]["knn_top1"] == result["results"]["knn_top1"]
     assert remote["results"]["linear_top1"] == pytest.approx(result["results"]["linear_top1"])
 
     report = report_sweep(uri, "tiny", tmp_path / "report", out=lambda *a: None)
