@@ -20,7 +20,7 @@ from leoclr_platform.errors import SweepError, TrackingError
 from leoclr_platform.spaces import SweepSpec, load_space, validate_space
 from leoclr_platform.sweep.meta import new_meta, read_meta, resumed_spec, write_meta
 from leoclr_platform.sweep.paths import SWEEP_META, TRAIN_DIR, default_storage, is_uri, sweep_root
-from leoclr_platform.sweep.results import SweepOutcome, disk_history, error_line, summarize
+from leoclr_platform.sweep.results import SweepOutcome, disk_history, error_line, stop_reason, summarize
 from leoclr_platform.sweep.runtime import check_reachable, check_resources, cluster_resources, connect_ray, \
     local_resources
 from leoclr_platform.sweep.study import fail_zombie_trials, open_study_storage
@@ -193,7 +193,8 @@ def _fit(plan: _Plan, rdb, concurrency: int, request: SweepRequest, tracker) -> 
 
         callbacks.append(MlflowTrialCallback(
             tracker, resolve_config=lambda config: resolved_config(spec, config).to_dict(),
-            disk_history=lambda trial_id: disk_history(root, trial_id), error_line=error_line))
+            disk_history=lambda trial_id: disk_history(root, trial_id), error_line=error_line,
+            stop_reason=stop_reason))
     tuner = build_tuner(ctx, rdb, concurrency, resume=request.resume, verbose=request.verbose, callbacks=callbacks)
     try:
         with objective_checking(spec):
