@@ -22,6 +22,12 @@ class RecordingASHA(ASHAScheduler):
     def __init__(self, *, time_attr: str = "epoch", **kwargs):
         super().__init__(time_attr=time_attr, **kwargs)
         self.rung_attr = time_attr
+        self.objective_mode = kwargs.get("mode")
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        if mode:
+            self.objective_mode = mode
+        return super().set_search_properties(metric, mode, **spec)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         epoch = result.get(self.rung_attr)
@@ -29,6 +35,7 @@ class RecordingASHA(ASHAScheduler):
         action = super().on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and self.metric in result:
             STOP_DECISIONS[trial.trial_id] = {
-                "epoch": epoch, "metric": self.metric, "mode": self.mode, "value": float(result[self.metric]),
-                "rung": rung[0] if rung else None, "cutoff": rung[1] if rung else None}
+                "epoch": epoch, "metric": self.metric, "mode": self.objective_mode or "max",
+                "value": float(result[self.metric]), "rung": rung[0] if rung else None,
+                "cutoff": rung[1] if rung else None}
         return action

@@ -20,12 +20,12 @@ STRATEGY_KEY = "attraction_strategy"
 
 
 def display_value(value: Any) -> str:
-    """A value as a param shows it: floats with 4 significant digits; a value just under 1 (a
-    momentum) keeps 4 significant digits of 1 - value (0.99873421 -> '0.9987342' would be noise,
-    '0.9987' hides the 1 - m that matters, so -> '0.998734'). Everything else as str()."""
+    """A value as a param shows it: floats with 4 significant digits; a value above 0.99 and
+    under 1 (a key momentum) keeps 4 significant digits of 1 - value (0.99873421 -> '0.9987'
+    would hide the 1 - m that matters, so -> '0.998734'). Everything else as str()."""
     if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value):
         return "None" if value is None else str(value)
-    if 0.9 < value < 1.0:
+    if 0.99 < value < 1.0:
         decimals = min(15, -math.floor(math.log10(1.0 - value)) + 3)
         return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
     return f"{value:.4g}"
