@@ -116,6 +116,18 @@ def test_tiny_sweep_is_tracked_in_mlflow(tiny_sweep):
 
     from trainables.checkpoint import load_encoder
 
+    # what a researcher sees first: names, the parent's summary, datasets, system metrics, times
+    assert parent.data.metrics["best_val_knn_top1"] == pytest.approx(outcome.best["val_knn_top1"])
+    assert parent.data.tags["best_trial"] == outcome.best["trial_id"]
+    for row in outcome.trials:
+        run = client.get_run(runs[row["trial_id"]].info.run_id)
+        assert run.info.run_name.startswith(row["params"]["attraction_strategy"] + " ")
+        assert run.info.run_name.endswith(" #" + row["trial_id"][:8]) or "_" in row["trial_id"]
+        assert {i.dataset.name for i in run.inputs.dataset_inputs} == \
+            {"photo_patches:train", "photo_patches:val", "photo_patches:test"}
+        assert run.data.metrics["system/memory_rss_mb"] > 0  # rank 0 of the Ray Train workers
+        last = max(m.timestamp for m in client.get_metric_history(run.info.run_id, "loss"))
+        assert run.info.end_time == last and run.info.start_time < last  # the trial's own end
     for run in finished:
         files = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
         assert {"checkpoint/encoder.pt", "checkpoint/config.json", "checkpoint/checkpoint.pt"} <= files
@@ -225,6 +237,17 @@ def test_asha_stops_a_clearly_worse_trial_at_its_rung(mixed_sweep):
     # stopped (later ones may tie with it at the median, so ASHA may let them pass)
     assert any(t["epochs"] == 2 and t["status"] == "STOPPED" for t in bad), outcome.trials
     assert outcome.best["params"]["dataset"] == "digits" and outcome.best["epochs"] == 3
+    # in MLflow: FINISHED (not a failure), the reason with ASHA's rung cutoff, the checkpoint
+    tmp_path, _ = mixed_sweep
+    client, _, runs = tracked_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mixed")
+    for row in (t for t in outcome.trials if t["status"] == "STOPPED"):
+        run = runs[row["trial_id"]]
+        assert run.info.status == "FINISHED" and "model_uri" not in run.data.tags
+        reason = run.data.tags["stopped_early"]
+        assert reason.startswith(f"stopped by ASHA at epoch {row['epochs']} of 3: val_knn_top1 ") and \
+            " < rung cutoff " in reason, reason
+        assert row["stop"]["cutoff"] > row["val_knn_top1"]  # kept in summary.json for `leoclr sync`
+        assert "checkpoint/checkpoint.pt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(mixed_sweep):
