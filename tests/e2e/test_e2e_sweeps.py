@@ -122,7 +122,9 @@ def test_tiny_sweep_is_tracked_in_mlflow(tiny_sweep):
     for row in outcome.trials:
         run = client.get_run(runs[row["trial_id"]].info.run_id)
         assert run.info.run_name.startswith(row["params"]["attraction_strategy"] + " ")
-        assert run.info.run_name.endswith(" #" + row["trial_id"][:8]) or "_" in row["trial_id"]
+        name = run.info.run_name.split(" [stopped@")[0]  # a stopped trial's name says so
+        assert name.endswith(" #" + row["trial_id"][:8]) or "_" in row["trial_id"], name
+        assert ("[stopped@" in run.info.run_name) == (row["status"] == "STOPPED")
         assert {i.dataset.name for i in run.inputs.dataset_inputs} == \
             {"photo_patches:train", "photo_patches:val", "photo_patches:test"}
         assert run.data.metrics["system/memory_rss_mb"] > 0  # rank 0 of the Ray Train workers

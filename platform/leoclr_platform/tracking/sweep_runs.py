@@ -263,23 +263,33 @@ class SweepTracker:
             self._submit(lambda: self._log_model(trial_id, checkpoint), f"trial {trial_id}: log encoder")
         elif status == "KILLED" and checkpoint and self.log_checkpoints:
             self._submit(lambda: self._log_checkpoint(trial_id, checkpoint), f"trial {trial_id}: checkpoint")
-        stopped = stop_text(stop, state.last_epoch, self.max_epochs) if status == "KILLED" else None
+        stopped = None
+        if status == "KILLED":
+            stopped = (stop_text(stop, state.last_epoch, self.max_epochs), (stop or {}).get("epoch") or state.last_epoch)
         self._submit(lambda: self._set_status(trial_id, status, reason, end, stopped), f"trial {trial_id}: {status}")
 
-    def _set_status(self, trial_id: str, status: str, reason: str | None, end: int, stopped: str | None) -> None:
+    def _set_status(self, trial_id: str, status: str, reason: str | None, end: int,
+                    stopped: tuple[str, int | None] | None) -> None:
         run_id = self._ensure_run(trial_id)
-        state = self.trials[trial_id]
         tags = {}
         if stopped:
-            tags[STOPPED_TAG] = stopped
-            config = state.config or {}
-            base = trial_description(self.sweep, config, self.searched, self.max_epochs) if config else ""
-            tags[DESCRIPTION_TAG] = f"**{stopped[0].upper()}{stopped[1:]}** (not a failure).\n\n{base}".strip()
+            tags.update(self._stopped_marks(run_id, *stopped))
         if reason:
             tags["failure_reason"] = reason[:5000]
         for key, value in scrub(tags).items():
             self.client.set_tag(run_id, key, value)
         self.client.set_terminated(run_id, "FINISHED" if status == "KILLED" else status, end_time=end)
+
+    def _stopped_marks(self, run_id: str, text: str, epoch: int | None) -> dict[str, str]:
+        """A stopped trial is marked where every view shows it: its name gets "[stopped@N]"
+        (comparison charts), its description starts with the reason, the tag stopped_early."""
+        run = self.client.get_run(run_id)
+        name = run.info.run_name or ""
+        if "[stopped@" not in name:
+            self.client.update_run(run_id, name=f"{name} [stopped@{epoch}]")
+        note = run.data.tags.get(DESCRIPTION_TAG, "")
+        base = note.split("\n\n", 1)[-1] if note.startswith("**Stopped") else note
+        return {STOPPED_TAG: text, DESCRIPTION_TAG: f"**{text[0].upper()}{text[1:]}** (not a failure).\n\n{base}".strip()}
 
     def _log_checkpoint(self, trial_id: str, checkpoint: str) -> None:
         run_id = self._ensure_run(trial_id)

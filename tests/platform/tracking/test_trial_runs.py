@@ -106,6 +106,8 @@ def test_an_asha_stopped_trial_says_why_and_keeps_its_checkpoint(mlflow_uri, tin
     assert run.data.tags["stopped_early"] == "stopped by ASHA at epoch 1 of 4: val_knn_top1 39.8 < rung cutoff " \
                                              "41.8 (rung at epoch 1.0)"
     assert run.data.tags["mlflow.note.content"].startswith("**Stopped by ASHA at epoch 1 of 4")
+    assert "seed: 0" in run.data.tags["mlflow.note.content"]  # then the trial's own description
+    assert run.info.run_name.endswith(" [stopped@1]")  # marked in comparison charts too
     assert run.info.end_time == 1_700_000_001_000
     files = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
     assert "checkpoint/checkpoint.pt" in files
