@@ -211,7 +211,9 @@ class Trainer:
                 "the run diverged: lower lr or raise temperature"
             )
 
-    def train_epoch(self) -> dict[str, float]:
+    def train_epoch(self, progress: Callable[[int, int, int], None] | None = None) -> dict[str, float]:
+        """One epoch; `progress(epoch, step, steps)` at its start (step 0) and after each step
+        (trainables/progress.py)."""
         cfg = self.cfg
         self.query_encoder.train()
         if self.key_encoder is not None:
@@ -227,12 +229,16 @@ class Trainer:
         batches = iterate(source, self.local_batch, shuffle=True, seed=cfg.seed, epoch=self.epoch,
                           rank=self.rank, world_size=self.world, drop_last=True,
                           num_workers=cfg.loader_workers, pin_memory=self.device.type == "cuda")
+        if progress is not None:  # step 0: the epoch starts
+            progress(self.epoch + 1, 0, self.steps_per_epoch)
         # on CUDA: pinned batches, the copy of the next one overlapping this step (no-op on CPU)
         for images, _ in DevicePrefetcher(batches, self.device):
             if steps >= self.steps_per_epoch:
                 break
             loss_sum += self.train_step(images, view_gen, shuffle_gen)
             steps += 1
+            if progress is not None:
+                progress(self.epoch + 1, steps, self.steps_per_epoch)
             if steps % cfg.finite_check_every == 0:
                 self._check_finite(loss_sum, steps - 1)
         self._check_finite(loss_sum, steps - 1)
@@ -339,15 +345,18 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------
     def fit(self, report: ReportFn | None = None, checkpoint_dir: str | Path | None = None,
-            keep_checkpoints: int | None = 2) -> dict[str, Any]:
-        """Train the remaining epochs; returns the last epoch's metrics."""
+            keep_checkpoints: int | None = 2, progress: Callable[[int, int, int], None] | None = None
+            ) -> dict[str, Any]:
+        """Train the remaining epochs; returns the last epoch's metrics. The first epoch reported
+        by this process also carries the split sizes (data_<split>_images: what tracking logs as
+        the run's datasets); `progress` is called after every step (see train_epoch)."""
         cfg = self.cfg
         own_tmp = checkpoint_dir is None
         if own_tmp and self.rank == 0:
             checkpoint_dir = tempfile.mkdtemp(prefix="leoclr_ckpt_")
-        init_metrics = {}
+        init_metrics = {f"data_{k}_images": v for k, v in self.data.splits.items() if isinstance(v, int)}
         if cfg.knn_at_start and self.epoch == 0:
-            init_metrics = {f"{k}_init": v for k, v in self.knn_eval().items()}  # val_knn_top1_init, ...
+            init_metrics.update({f"{k}_init": v for k, v in self.knn_eval().items()})  # val_knn_top1_init, ...
         written: list[Path] = []
         if self.epoch >= cfg.epochs and self.history and report is not None:
             # resumed from its final checkpoint (e.g. a sweep driver killed after the run ended):
@@ -356,7 +365,7 @@ class Trainer:
         try:
             while self.epoch < cfg.epochs:
                 epoch_start = time.perf_counter()
-                metrics = self.train_epoch()
+                metrics = self.train_epoch(progress)
                 self.epoch += 1
                 self.sync_bn_statistics()
                 last = self.epoch == cfg.epochs

@@ -22,7 +22,10 @@ SMOKE_OVERRIDES = {
 
 
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train one model in this process (world size 1, no Ray)")
+    p = sub.add_parser("train", help="train one model in this process (world size 1, no Ray)",
+                       description="Train one model in this process: the resolved config is printed first, "
+                                   "then a progress bar within each epoch (steps, images/s, ETA; plain lines "
+                                   "when stdout is not a terminal) and one line per epoch.")
     p.add_argument("--config", help="YAML file of TrainConfig keys (see docs/config.md)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key (repeatable), e.g. --set temperature=0.1")
@@ -59,6 +62,7 @@ def cmd_train(args) -> int:
 
     from trainables.eval import baseline_metrics
     from trainables.loop import Trainer
+    from trainables.progress import EpochProgress
 
     header = f"{'epoch':>5} {'loss':>8} {'val_knn':>8} {'rankme':>7} {'lr':>9} {'img/s':>8} {'time_s':>7}"
     print(header)
@@ -75,7 +79,8 @@ def cmd_train(args) -> int:
     trainer = Trainer(cfg)
     if args.resume:
         trainer.resume(args.resume)
-    final = trainer.fit(report, checkpoint_dir=str(out / "checkpoints"))
+    # within each epoch: a redrawn bar on a terminal, a line every ~10 % or 30 s in a log
+    final = trainer.fit(report, checkpoint_dir=str(out / "checkpoints"), progress=EpochProgress(cfg.batch_size))
     trained = final.get("val_knn_top1")
     print()
     if trained is not None:  # the recalibrated random baseline, under the monitor's protocol
@@ -104,6 +109,8 @@ def _sweep_parser(sub) -> None:
     _tracking_args(p)
     p.add_argument("--experiment", help="MLflow experiment (default: leoclr/<space name>)")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--no-system-metrics", action="store_true",
+                   help="do not measure and log system/* metrics (CPU, memory, GPU) on the trial runs")
     p.add_argument("--tracking-timeout", type=float, default=300.0, metavar="S",
                    help="at the end, wait up to S seconds for an unreachable store (then: leoclr sync NAME)")
     p.add_argument("--dry-run", action="store_true", help="validate, print the resolved space and first configs")
@@ -119,7 +126,7 @@ def cmd_sweep(args) -> int:
     request = SweepRequest(name=args.name, storage=args.storage, study_storage=args.study_storage,
                            address=args.address, num_cpus=args.num_cpus, tracking_uri=args.tracking_uri,
                            experiment=args.experiment, track=not args.no_tracking,
-                           tracking_timeout=args.tracking_timeout)
+                           tracking_timeout=args.tracking_timeout, system_metrics=not args.no_system_metrics)
     if args.resume:
         if args.space:
             print("leoclr: note: SPACE is ignored with --resume (the sweep's own copy is used)")
@@ -180,41 +187,35 @@ def _tracking_args(p) -> None:
 
 
 def _ui_parser(sub) -> None:
-    p = sub.add_parser("ui", help="serve the MLflow UI for the tracking store on 127.0.0.1 and print its URL")
+    p = sub.add_parser("ui", help="serve the MLflow UI for the tracking store on 127.0.0.1 and print its URL",
+                       description="Serve the MLflow UI for the project's store; the printed link goes straight "
+                                   "to the latest leoclr experiment's runs table (model-training view) and is "
+                                   "printed once the server answers.")
     _tracking_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=int, default=5000, help="port to serve on (default 5000)")
+    p.add_argument("--experiment", help="experiment the link opens (default: the latest leoclr/* experiment)")
+    p.add_argument("--open", dest="open_browser", action="store_true",
+                   help="also open the link in a web browser once the server answers")
     p.set_defaults(func=cmd_ui)
 
 
 def cmd_ui(args) -> int:
-    import shutil
-    import subprocess
-
     from leoclr_platform import tracking
+    from leoclr_platform.ui import serve_ui
 
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     if not tracking.is_local_store(uri):
         print(f"the tracking store is already served: open {tracking.redact_uri(uri)} in a browser")
         return 0
-    tracking.check_store(uri)  # creates the schema if this is a fresh store
-    artifacts = tracking.sqlite_path(uri).parent / "mlartifacts"
-    mlflow_bin = shutil.which("mlflow", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
-    command = [mlflow_bin or "mlflow", "server", "--backend-store-uri", uri, "--artifacts-destination", str(artifacts),
-               "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    if args.host not in ("127.0.0.1", "localhost"):
-        print(f"leoclr: note: binding {args.host}: anyone who can reach this port can read and change the store; "
-              "MLflow also checks the Host header (add --allowed-hosts through `mlflow server` if needed)")
-    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    print(f"MLflow UI for {uri}\n  open http://{shown}:{args.port} in a browser (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    return serve_ui(uri, host=args.host, port=args.port, open_browser=args.open_browser,
+                    experiment=args.experiment)
 
 
 def _promote_parser(sub) -> None:
-    p = sub.add_parser("promote", help="register a sweep's best encoder in the MLflow Model Registry and set an alias")
+    p = sub.add_parser("promote", help="register a sweep's best encoder in the MLflow Model Registry and set an alias",
+                       description="Register the best finished trial of --sweep (or --run-id) as a version of "
+                                   "the registered model and point --alias at it.")
     p.add_argument("--sweep", help="pick the best finished trial of this sweep by its objective")
     p.add_argument("--run-id", help="promote this trial run instead")
     p.add_argument("--metric", help="rank by this metric (default: the sweep's objective)")
@@ -287,7 +288,9 @@ def cmd_report(args) -> int:
 
 
 def _sync_parser(sub) -> None:
-    p = sub.add_parser("sync", help="replay a sweep's results on disk into MLflow (after the store was away)")
+    p = sub.add_parser("sync", help="replay a sweep's results on disk into MLflow (after the store was away)",
+                       description="Replay sweep NAME from <storage>/NAME/ into the tracking store: what is "
+                                   "there already is not logged twice; the result equals the live record.")
     p.add_argument("name", help="sweep name")
     p.add_argument("--storage", help="results root the sweep used (default: ./runs or $LEOCLR_STORAGE)")
     _tracking_args(p)

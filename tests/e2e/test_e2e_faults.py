@@ -167,7 +167,7 @@ def test_sweep_survives_a_tracking_server_outage_and_sync_replays_it(ray_runtime
     assert replay_parent.data.tags == parent.data.tags
     replayed = replay_runs[row["trial_id"]]
     assert replayed.info.status == "FINISHED" and "model_uri" in replayed.data.tags
-    for key in ("loss", "val_knn_top1", "lr"):
+    for key in ("loss", "val_knn_top1", "lr_actual"):
         live = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
         again = {m.step: m.value for m in replay_client.get_metric_history(replayed.info.run_id, key)}
         assert again == live, key

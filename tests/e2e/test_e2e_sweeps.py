@@ -101,12 +101,13 @@ def test_tiny_sweep_is_tracked_in_mlflow(tiny_sweep):
         params, tags = run.data.params, run.data.tags
         # the full resolved config, under readable names, with the sampled values
         assert params["attraction_strategy"] == row["params"]["attraction_strategy"] == tags["strategy"]
-        assert float(params["temperature"]) == pytest.approx(row["params"]["temperature"])
-        assert float(params["key_momentum"]) == pytest.approx(row["params"]["key_momentum"])
+        # params are rounded for display (4 significant digits); config.json holds the full values
+        assert float(params["temperature"]) == pytest.approx(row["params"]["temperature"], rel=1e-3)
+        assert float(params["key_momentum"]) == pytest.approx(row["params"]["key_momentum"], rel=1e-4)
         assert params["queue_size"] == "64" and params["photo_patches.train_per_class"] == "8"
         assert tags["sweep"] == "tiny" and tags["seed"] == "0" and tags["mechanism"] == "momentum"
         assert tags["mlflow.parentRunId"] == parent.info.run_id and len(tags["config_hash"]) == 16
-        for key in ("loss", "val_knn_top1", "lr", "images_per_s", "epoch_time_s"):
+        for key in ("loss", "val_knn_top1", "lr_actual", "images_per_s", "epoch_time_s"):
             assert len(client.get_metric_history(run.info.run_id, key)) == row["epochs"], key
     finished = [runs[r["trial_id"]] for r in outcome.trials if r["status"] == "COMPLETED"]
     assert finished
@@ -115,6 +116,20 @@ def test_tiny_sweep_is_tracked_in_mlflow(tiny_sweep):
 
     from trainables.checkpoint import load_encoder
 
+    # what a researcher sees first: names, the parent's summary, datasets, system metrics, times
+    assert parent.data.metrics["best_val_knn_top1"] == pytest.approx(outcome.best["val_knn_top1"])
+    assert parent.data.tags["best_trial"] == outcome.best["trial_id"]
+    for row in outcome.trials:
+        run = client.get_run(runs[row["trial_id"]].info.run_id)
+        assert run.info.run_name.startswith(row["params"]["attraction_strategy"] + " ")
+        name = run.info.run_name.split(" [stopped@")[0]  # a stopped trial's name says so
+        assert name.endswith(" #" + row["trial_id"][:8]) or "_" in row["trial_id"], name
+        assert ("[stopped@" in run.info.run_name) == (row["status"] == "STOPPED")
+        assert {i.dataset.name for i in run.inputs.dataset_inputs} == \
+            {"photo_patches:train", "photo_patches:val", "photo_patches:test"}
+        assert run.data.metrics["system/memory_rss_mb"] > 0  # rank 0 of the Ray Train workers
+        last = max(m.timestamp for m in client.get_metric_history(run.info.run_id, "loss"))
+        assert run.info.end_time == last and run.info.start_time < last  # the trial's own end
     for run in finished:
         files = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
         assert {"checkpoint/encoder.pt", "checkpoint/config.json", "checkpoint/checkpoint.pt"} <= files
@@ -224,6 +239,17 @@ def test_asha_stops_a_clearly_worse_trial_at_its_rung(mixed_sweep):
     # stopped (later ones may tie with it at the median, so ASHA may let them pass)
     assert any(t["epochs"] == 2 and t["status"] == "STOPPED" for t in bad), outcome.trials
     assert outcome.best["params"]["dataset"] == "digits" and outcome.best["epochs"] == 3
+    # in MLflow: FINISHED (not a failure), the reason with ASHA's rung cutoff, the checkpoint
+    tmp_path, _ = mixed_sweep
+    client, _, runs = tracked_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "mixed")
+    for row in (t for t in outcome.trials if t["status"] == "STOPPED"):
+        run = runs[row["trial_id"]]
+        assert run.info.status == "FINISHED" and "model_uri" not in run.data.tags
+        reason = run.data.tags["stopped_early"]
+        assert reason.startswith(f"stopped by ASHA at epoch {row['epochs']} of 3: val_knn_top1 ") and \
+            " < rung cutoff " in reason, reason
+        assert row["stop"]["cutoff"] > row["val_knn_top1"]  # kept in summary.json for `leoclr sync`
+        assert "checkpoint/checkpoint.pt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(mixed_sweep):

@@ -124,3 +124,23 @@ def test_unreachable_address_is_a_clear_error(tmp_path):
                           env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert f"cannot connect to the Ray cluster at '127.0.0.1:{port}'" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "ui", "promote", "sync"])
+def test_every_flag_says_what_it_does(command):
+    import argparse
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    silent = [a.dest for a in sub._actions if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert silent == [], f"leoclr {command}: no --help text for {silent}"
+    assert sub.description, f"leoclr {command} --help has no description"
+
+
+def test_no_system_metrics_reaches_the_sweep_request(calls):
+    cli.main(["sweep", "smoke", "--name", "s1", "--no-system-metrics"])
+    (request,), _ = calls["run_sweep"]
+    assert request.system_metrics is False
+    cli.main(["sweep", "smoke", "--name", "s2"])
+    (request,), _ = calls["run_sweep"]
+    assert request.system_metrics is True

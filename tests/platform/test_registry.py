@@ -49,7 +49,7 @@ def test_what_cannot_be_promoted_is_refused_with_the_reason(recorded_sweep):
     uri = recorded_sweep["uri"]
     _, _, runs = tracked_runs(uri, "s1")
     stopped = runs["t3"].info.run_id
-    with pytest.raises(RegistryError, match=rf"^run {stopped} \(trial_t3, KILLED\) has no logged encoder"):
+    with pytest.raises(RegistryError, match=rf"^run {stopped} \(leoclr t=0.4 m=0.99 enq=both #t3 \[stopped@1\], FINISHED\) has no logged encoder"):
         promote(uri, run_id=stopped, out=quiet)
     with pytest.raises(RegistryError, match=r"^--run-id 0123: no such run in sqlite:///"):
         promote(uri, run_id="0123", out=quiet)

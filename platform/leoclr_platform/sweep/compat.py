@@ -62,3 +62,24 @@ def dashboard_url() -> str:
     import ray._private.worker
 
     return ray._private.worker.get_dashboard_url()
+
+
+def asha_rung_cutoff(scheduler: Any, trial_id: str, cur_iter: float) -> tuple[float, float | None] | None:
+    """(rung milestone, cutoff in the metric's own sign) that an ASHA result of `trial_id` at
+    `cur_iter` is judged against, computed as the scheduler is about to (call it before
+    `on_trial_result`); None when not at a new rung or if the internals moved.
+
+    Ray 2.60.0: `AsyncHyperBandScheduler._trial_info` ({trial id: _Bracket}), `_Bracket._rungs`
+    ([(milestone, {trial id: signed value})], highest milestone first), `_Bracket.cutoff(recorded)`
+    and `_metric_op` (+1 max, -1 min) mirror `_Bracket.on_result`; no public API exposes the
+    cutoff (only `debug_string`'s text). If they disappear the description says the epoch only."""
+    try:
+        bracket = scheduler._trial_info[trial_id]
+        for milestone, recorded in bracket._rungs:
+            if cur_iter < milestone or trial_id in recorded:
+                continue
+            cutoff = bracket.cutoff(recorded)
+            return float(milestone), None if cutoff is None else float(cutoff) * scheduler._metric_op
+    except Exception:  # noqa: BLE001 - private internals: the reason is best effort
+        return None
+    return None

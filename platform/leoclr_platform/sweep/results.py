@@ -17,6 +17,14 @@ from leoclr_platform.sweep.paths import SUMMARY_FILE, is_uri, latest_checkpoint,
 
 #: A row's status: COMPLETED (every epoch), STOPPED (by ASHA, after `epochs`), ERROR.
 ROW_STATUSES = ("COMPLETED", "STOPPED", "ERROR")
+#: ASHA's stop decisions taken in this driver process ({trial id: decision}, see sweep/asha.py).
+STOP_DECISIONS: dict[str, dict[str, Any]] = {}
+
+
+def stop_reason(trial_id: str) -> dict[str, Any] | None:
+    """ASHA's decision to stop `trial_id` (taken in this process: rung, cutoff, value), or None."""
+    decision = STOP_DECISIONS.get(trial_id)
+    return dict(decision) if decision else None
 
 
 @dataclass
@@ -28,6 +36,7 @@ class SweepOutcome:
     errors: int
     tracking: dict[str, Any] | None = None  # uri, experiment, parent run id, undelivered calls
     metric: str = "val_knn_top1"  # the objective the rows and the best trial are ranked by
+    mode: str = "max"  # the objective's direction
 
 
 def summarize(spec: SweepSpec, name: str, root: str, results: Iterable) -> SweepOutcome:
@@ -40,7 +49,8 @@ def summarize(spec: SweepSpec, name: str, root: str, results: Iterable) -> Sweep
         # the encoder the tracking logs for it (not the trial's best-scoring epoch)
         best["checkpoint"] = latest_checkpoint(root, best["trial_id"])
     outcome = SweepOutcome(name=name, root=root, best=best, trials=rows,
-                           errors=sum(r["status"] == "ERROR" for r in rows), metric=spec.metric)
+                           errors=sum(r["status"] == "ERROR" for r in rows), metric=spec.metric,
+                           mode=spec.metric_mode)
     if not is_uri(root):
         (Path(root) / SUMMARY_FILE).write_text(json.dumps(dataclasses.asdict(outcome), indent=2, default=str))
     return outcome
@@ -58,9 +68,11 @@ def _row(spec: SweepSpec, result) -> dict[str, Any]:
         status = "STOPPED"  # by ASHA, after `epochs` epochs
     else:
         status = "COMPLETED"
-    return {"trial_id": metrics.get("trial_id") or trial_id_from_path(result.path),
-            "status": status, "epochs": epochs, spec.metric: metrics.get(spec.metric),
-            "params": sampled, "seed": seed, "error": error_line(result.error), "path": result.path}
+    trial_id = metrics.get("trial_id") or trial_id_from_path(result.path)
+    strategy = sampled.get("attraction_strategy") or spec.fixed_values().get("attraction_strategy")
+    return {"trial_id": trial_id, "status": status, "epochs": epochs, spec.metric: metrics.get(spec.metric),
+            "params": sampled, "seed": seed, "strategy": strategy, "error": error_line(result.error),
+            "path": result.path, "stop": stop_reason(trial_id) if status == "STOPPED" else None}
 
 
 def best_trial(spec: SweepSpec, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -68,14 +80,47 @@ def best_trial(spec: SweepSpec, rows: list[dict[str, Any]]) -> dict[str, Any] | 
     stopped early reports an earlier epoch's value, not comparable with a finished one's; in
     benchmarks/search_efficiency.py's replays 15 % of sweeps would otherwise have named a
     stopped trial); else the best stopped one. A copy; ties go to the first row."""
-    finished = [r for r in rows if r["status"] == "COMPLETED" and r[spec.metric] is not None]
-    candidates = finished or [r for r in rows if r["status"] != "ERROR" and r[spec.metric] is not None]
-    sign = 1 if spec.metric_mode == "max" else -1
+    return best_row(rows, spec.metric, spec.metric_mode)
+
+
+def best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
+    """`best_trial` by metric name and mode."""
+    finished = [r for r in rows if r["status"] == "COMPLETED" and r.get(metric) is not None]
+    candidates = finished or [r for r in rows if r["status"] != "ERROR" and r.get(metric) is not None]
+    sign = 1 if mode == "max" else -1
     best = None
     for row in candidates:
-        if best is None or sign * row[spec.metric] > sign * best[spec.metric]:
+        if best is None or sign * row[metric] > sign * best[metric]:
             best = row
     return dict(best) if best is not None else None
+
+
+def summary_metrics(rows: list[dict[str, Any]], metric: str, mode: str,
+                    strategies: dict[str, str | None] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """The sweep parent run's summary (docs/tracking.md): metrics best_<metric>,
+    <strategy>_best_<metric> and <strategy>_mean_<metric> over each strategy's finished trials,
+    trials_finished / trials_stopped / trials_failed; tag best_trial. A trial's strategy: from
+    `strategies` ({trial id: strategy}, its resolved config), else its row. Selection reads only
+    the objective (a val_* metric), like `best_trial`."""
+    counts = {s: sum(r["status"] == s for r in rows) for s in ROW_STATUSES}
+    metrics: dict[str, float] = {"trials_finished": counts["COMPLETED"], "trials_stopped": counts["STOPPED"],
+                                 "trials_failed": counts["ERROR"]}
+    tags: dict[str, str] = {}
+    best = best_row(rows, metric, mode)
+    if best is not None:
+        metrics[f"best_{metric}"] = float(best[metric])
+        tags["best_trial"] = str(best["trial_id"])
+    by_strategy: dict[str, list[float]] = {}
+    for row in rows:
+        if row["status"] == "COMPLETED" and isinstance(row.get(metric), (int, float)):
+            strategy = ((strategies or {}).get(row["trial_id"]) or row.get("strategy")
+                        or (row.get("params") or {}).get("attraction_strategy"))
+            by_strategy.setdefault(str(strategy), []).append(float(row[metric]))
+    pick = max if mode == "max" else min
+    for strategy, values in sorted(by_strategy.items()):
+        metrics[f"{strategy}_best_{metric}"] = pick(values)
+        metrics[f"{strategy}_mean_{metric}"] = sum(values) / len(values)
+    return metrics, tags
 
 
 def error_line(error: BaseException | None) -> str | None:
@@ -101,7 +146,7 @@ def disk_history(root: str, trial_id: str) -> dict[int, dict[str, Any]]:
     latest = latest_checkpoint(root, trial_id)
     for entry in read_history(latest) if latest else []:
         if entry.get("epoch") is not None:
-            history[int(entry["epoch"])] = entry
+            history[int(entry["epoch"])] = dict(entry)
     for result_file in Path(root).glob(f"*_{trial_id}_*/result.json"):
         for line in result_file.read_text().splitlines():
             try:
@@ -109,5 +154,9 @@ def disk_history(root: str, trial_id: str) -> dict[int, dict[str, Any]]:
             except json.JSONDecodeError:  # a line cut by a kill
                 continue
             if entry.get("epoch") is not None:
-                history.setdefault(int(entry["epoch"]), entry)
+                # the checkpoint's values win; Tune's keys it lacks (timestamp, time_total_s:
+                # when the epoch ended) are added
+                known = history.setdefault(int(entry["epoch"]), {})
+                for key, value in entry.items():
+                    known.setdefault(key, value)
     return history

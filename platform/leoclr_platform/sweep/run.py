@@ -20,7 +20,7 @@ from leoclr_platform.errors import SweepError, TrackingError
 from leoclr_platform.spaces import SweepSpec, load_space, validate_space
 from leoclr_platform.sweep.meta import new_meta, read_meta, resumed_spec, write_meta
 from leoclr_platform.sweep.paths import SWEEP_META, TRAIN_DIR, default_storage, is_uri, sweep_root
-from leoclr_platform.sweep.results import SweepOutcome, disk_history, error_line, summarize
+from leoclr_platform.sweep.results import SweepOutcome, disk_history, error_line, stop_reason, summarize
 from leoclr_platform.sweep.runtime import check_reachable, check_resources, cluster_resources, connect_ray, \
     local_resources
 from leoclr_platform.sweep.study import fail_zombie_trials, open_study_storage
@@ -47,6 +47,7 @@ class SweepRequest:
     experiment: str | None = None  # default: leoclr/<space name>
     track: bool = True
     tracking_timeout: float = 300.0  # how long the end waits for an unreachable store
+    system_metrics: bool = True  # trials measure CPU/memory/GPU; tracked as system/* metrics
     verbose: int = 1  # Tune's verbosity
 
 
@@ -79,7 +80,7 @@ def run_sweep(request: SweepRequest) -> SweepOutcome:
     connect_ray(request.address, num_cpus=request.num_cpus)
     concurrency = check_resources(plan.spec, cluster_resources())
     _record_environment(plan)
-    tracker = _open_tracker(plan) if plan.uri else None
+    tracker = _open_tracker(plan, request.system_metrics) if plan.uri else None
     return _fit(plan, rdb, concurrency, request, tracker)
 
 
@@ -162,7 +163,7 @@ def _record_environment(plan: _Plan) -> None:
     write_meta(plan.root, plan.meta)
 
 
-def _open_tracker(plan: _Plan):
+def _open_tracker(plan: _Plan, system_metrics: bool = True):
     """The sweep's parent run (created, or found again on --resume) and its tracker."""
     from leoclr_platform import tracking
 
@@ -171,7 +172,8 @@ def _open_tracker(plan: _Plan):
         # retries one call for minutes, holding up everything queued behind it)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    tracker = tracking.SweepTracker(plan.uri, plan.experiment, plan.name, max_epochs=plan.spec.max_epochs)
+    tracker = tracking.SweepTracker(plan.uri, plan.experiment, plan.name, max_epochs=plan.spec.max_epochs,
+                                    system_metrics=system_metrics)
     try:
         tracker.open(tracking.sweep_record(plan.spec, plan.meta, plan.root))
     except TrackingError:
@@ -186,14 +188,16 @@ def _open_tracker(plan: _Plan):
 def _fit(plan: _Plan, rdb, concurrency: int, request: SweepRequest, tracker) -> SweepOutcome:
     """Run the Tuner; then the outcome table, the study tidied and MLflow brought in line."""
     spec, root = plan.spec, plan.root
-    ctx = SweepContext(name=plan.name, spec=spec, root=root, train_storage=os.path.join(root, TRAIN_DIR))
+    ctx = SweepContext(name=plan.name, spec=spec, root=root, train_storage=os.path.join(root, TRAIN_DIR),
+                       system_metrics=request.system_metrics and tracker is not None)
     callbacks = []
     if tracker is not None:
         from leoclr_platform.tracking.tune_callback import MlflowTrialCallback
 
         callbacks.append(MlflowTrialCallback(
             tracker, resolve_config=lambda config: resolved_config(spec, config).to_dict(),
-            disk_history=lambda trial_id: disk_history(root, trial_id), error_line=error_line))
+            disk_history=lambda trial_id: disk_history(root, trial_id), error_line=error_line,
+            stop_reason=stop_reason))
     tuner = build_tuner(ctx, rdb, concurrency, resume=request.resume, verbose=request.verbose, callbacks=callbacks)
     try:
         with objective_checking(spec):

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from leoclr_platform.spaces import SweepSpec
 from leoclr_platform.sweep.meta import read_meta, spec_from_meta
 from leoclr_platform.sweep.paths import SUMMARY_FILE, latest_checkpoint, sweep_root, trial_id_from_path
-from leoclr_platform.sweep.results import SweepOutcome, disk_history, error_line
+from leoclr_platform.sweep.results import SweepOutcome, disk_history, error_line, summary_metrics
 from leoclr_platform.sweep.trial import resolved_config
 
 #: A row's status in the outcome table -> the trial run's MLflow status.
@@ -33,7 +33,8 @@ def finish_tracking(tracker, outcome: SweepOutcome, timeout: float = 300.0) -> d
             # workers may finish an epoch after ASHA's stop; Tune (and the run) end where it stopped
             history = {e: h for e, h in history.items() if e <= row["epochs"]}
         tracker.backfill(trial_id, history)
-        _end_trial(tracker, outcome.root, trial_id, RUN_STATUS[row["status"]], row["error"])
+        _end_trial(tracker, outcome.root, trial_id, row)
+    tracker.log_summary(*summary_metrics(outcome.trials, outcome.metric, outcome.mode, _strategies(tracker)))
     summary = Path(outcome.root) / SUMMARY_FILE
     delivered = tracker.close("FINISHED", timeout=timeout, artifacts=[summary] if summary.exists() else [])
     pending = 0 if delivered or tracker.logger is None else tracker.logger.pending
@@ -41,9 +42,18 @@ def finish_tracking(tracker, outcome: SweepOutcome, timeout: float = 300.0) -> d
             "parent_run_id": tracker.parent_run_id, "undelivered": pending}
 
 
-def _end_trial(tracker, root: str, trial_id: str, status: str, reason: str | None) -> None:
-    checkpoint = latest_checkpoint(root, trial_id) if status == "FINISHED" else None
-    tracker.trial_ended(trial_id, status=status, reason=reason, checkpoint=checkpoint)
+def _strategies(tracker) -> dict[str, str | None]:
+    """{trial id: attraction strategy} of the trials whose config the tracker holds."""
+    return {tid: (state.config or {}).get("attraction_strategy") for tid, state in tracker.trials.items()}
+
+
+def _end_trial(tracker, root: str, trial_id: str, row: dict[str, Any], end_time: float | None = None) -> None:
+    """A trial's end as its summary row says: status, reason, ASHA's decision (row "stop"), the
+    checkpoint (encoder of a finished trial; the folder of a stopped one)."""
+    status = RUN_STATUS[row["status"]]
+    checkpoint = latest_checkpoint(root, trial_id) if status != "FAILED" else None
+    tracker.trial_ended(trial_id, status=status, reason=row.get("error"), checkpoint=checkpoint,
+                        stop=row.get("stop"), end_time=end_time)
 
 
 def sync_sweep(name: str, *, storage: str | None = None, tracking_uri: str | None = None,
@@ -65,6 +75,9 @@ def sync_sweep(name: str, *, storage: str | None = None, tracking_uri: str | Non
     trial_dirs = sorted(p for p in Path(root).iterdir() if (p / "params.json").exists())
     for trial_dir in trial_dirs:
         _replay_trial(tracker, spec, root, trial_dir, rows)
+    if rows:  # the same summary as the live sweep's end (finish_tracking)
+        tracker.log_summary(*summary_metrics(list(rows.values()), spec.metric, spec.metric_mode,
+                                             _strategies(tracker)))
     tracker.close("FINISHED" if summary_file.exists() else "KILLED",
                   artifacts=[summary_file] if summary_file.exists() else [])
     out(f"synced sweep {name}: {len(trial_dirs)} trial(s) from {root} into {tracking.redact_uri(uri)} "
@@ -80,9 +93,12 @@ def _replay_trial(tracker, spec: SweepSpec, root: str, trial_dir: Path, rows: di
     history = disk_history(root, trial_id)
     tracker.trial_started(trial_id, resolved_config(spec, config).to_dict(), history=history)
     row = rows.get(trial_id)
+    error_file = trial_dir / "error.txt"
+    failed_at = error_file.stat().st_mtime if error_file.exists() else None  # when the trial failed
     if row is not None:
-        _end_trial(tracker, root, trial_id, RUN_STATUS[row["status"]], row["error"])
-    elif (trial_dir / "error.txt").exists():
-        _end_trial(tracker, root, trial_id, "FAILED", error_line(Exception((trial_dir / "error.txt").read_text())))
+        _end_trial(tracker, root, trial_id, row, end_time=failed_at if row["status"] == "ERROR" else None)
+    elif failed_at is not None:
+        reason = error_line(Exception(error_file.read_text()))
+        _end_trial(tracker, root, trial_id, {"status": "ERROR", "error": reason}, end_time=failed_at)
     elif max(history, default=0) >= spec.max_epochs:
-        _end_trial(tracker, root, trial_id, "FINISHED", None)
+        _end_trial(tracker, root, trial_id, {"status": "COMPLETED"})

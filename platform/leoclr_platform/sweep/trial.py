@@ -39,6 +39,7 @@ class SweepContext:
     train_storage: str  # where the Ray Train runs (checkpoints) of the trials live
     worker_max_failures: int = 2  # restarts of a trial's workers (from its checkpoint)
     keep_checkpoints: int = 2
+    system_metrics: bool = True  # add system/* values to each report (sweep/system_metrics.py)
 
     @property
     def in_trial(self) -> bool:
@@ -97,7 +98,9 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
     import ray.tune
 
     from trainables.checkpoint import checkpoints_newest_first, prune_checkpoints, remove_partial_writes
-    from trainables.loop import DivergenceError, run_training
+    from trainables.loop import DivergenceError, resolve_device, run_training
+
+    from leoclr_platform.sweep.system_metrics import SystemSampler, with_system_metrics
 
     spec = sweep.spec
     run_dir = trial_run_dir(sweep.root, trial_id)
@@ -106,11 +109,12 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
     if marker.exists():
         raise TrialDiverged(marker.read_text())
     remove_partial_writes(run_dir)  # a save cut by a kill or an ASHA stop
+    sampler = SystemSampler(resolve_device(cfg)) if sweep.system_metrics else None
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         if checkpoint_dir:
             prune_checkpoints(run_dir, spec.metric, spec.metric_mode, sweep.keep_checkpoints)
-        ray.tune.report(metrics)
+        ray.tune.report(with_system_metrics(metrics, sampler))
 
     has_checkpoint = bool(checkpoints_newest_first(run_dir))
     try:
@@ -136,7 +140,7 @@ def _torch_trainer(cfg, sweep: SweepContext, trial_id: str, status):
     return TorchTrainer(
         train_fn_per_worker,
         train_loop_config={"train": cfg.to_dict(), "use_gpu": use_gpu, "status": status,
-                           "trial_id": trial_id, "sweep": sweep.name},
+                           "trial_id": trial_id, "sweep": sweep.name, "system_metrics": sweep.system_metrics},
         scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=f"trial_{trial_id}",  # a retried/resumed trial finds its own checkpoints
@@ -180,13 +184,17 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     from trainables.config import TrainConfig
     from trainables.loop import DivergenceError, run_training
 
+    from leoclr_platform.sweep.system_metrics import SystemSampler, with_system_metrics
+
     cfg = TrainConfig.from_dict(loop_config["train"])
     device = ray.train.torch.get_device() if loop_config.get("use_gpu") else None
     status = loop_config.get("status")
+    rank0 = ray.train.get_context().get_world_rank() == 0  # only rank 0's report reaches Tune
+    sampler = SystemSampler(device) if loop_config.get("system_metrics", True) and rank0 else None
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report(with_system_metrics(metrics, sampler), checkpoint=checkpoint)
 
     checkpoint = ray.train.get_checkpoint()
     try:

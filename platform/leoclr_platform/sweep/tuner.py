@@ -70,8 +70,8 @@ def _grid(spec: SweepSpec, concurrency: int):
 
 def _search(spec: SweepSpec, study_name: str, rdb, concurrency: int):
     import ray.tune as tune
-    from ray.tune.schedulers import ASHAScheduler
 
+    from leoclr_platform.sweep.asha import RecordingASHA
     from leoclr_platform.sweep.optuna_search import SafeOptunaSearch
 
     searcher = SafeOptunaSearch(space=define_by_run(spec), metric=spec.metric, mode=spec.metric_mode,
@@ -79,7 +79,7 @@ def _search(spec: SweepSpec, study_name: str, rdb, concurrency: int):
     # time_attr is our own `epoch` (training_iteration restarts after a retry/restore); max_t
     # one past the last epoch so a trial ends by itself instead of being stopped at max_t (a
     # stopped trial's driver never runs the code after fit()).
-    scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.max_epochs + 1, grace_period=spec.grace_period,
+    scheduler = RecordingASHA(time_attr="epoch", max_t=spec.max_epochs + 1, grace_period=spec.grace_period,
                               reduction_factor=spec.reduction_factor)
     return {}, tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.total_trials(),
                                metric=spec.metric, mode=spec.metric_mode, max_concurrent_trials=concurrency,

@@ -154,14 +154,19 @@ def use_store(uri: str) -> None:
             os.environ[key] = value
 
 
+#: MLflow 3's UI opens an experiment in its model-training view (not GenAI traces) with this tag.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(c, name: str, uri: str) -> str:
-    """The id of experiment `name`, created (artifacts next to a local store) if missing."""
+    """The id of experiment `name`, created (artifacts next to a local store, marked as model
+    training for MLflow's UI) if missing."""
     exp = c.get_experiment_by_name(name)
     if exp is None:
         root = artifact_root_for(uri)
         location = f"{root}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" if root else None
         try:
-            return c.create_experiment(name, artifact_location=location)
+            return c.create_experiment(name, artifact_location=location, tags=dict(EXPERIMENT_KIND))
         except Exception:  # noqa: BLE001 - created meanwhile by another process
             exp = c.get_experiment_by_name(name)
             if exp is None:

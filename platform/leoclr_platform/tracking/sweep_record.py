@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from leoclr_platform.spaces import SweepSpec
+from leoclr_platform.spaces import SweepSpec, describe
 from leoclr_platform.tracking.provenance import code_version, hardware_tags, package_versions
+from leoclr_platform.tracking.run_text import sweep_description
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class SweepRecord:
     params: dict[str, Any]      # the sweep's budget, resources, objective, results folder
     tags: dict[str, str]        # mode, objective, provenance, hardware (trial runs share them)
     meta: dict[str, Any]        # sweep.json without the space text, logged as sweep.json
+    description: str = ""       # the run's description (mlflow.note.content): the space described
 
 
 def environment(spec: SweepSpec, cluster: Mapping[str, float] | None) -> dict[str, dict[str, str]]:
@@ -55,4 +57,5 @@ def sweep_record(spec: SweepSpec, meta: Mapping[str, Any], root: str) -> SweepRe
     return SweepRecord(
         sweep=meta["name"], space_name=spec.name, space_text=spec.text,
         space_file=spec.path.name if spec.path else f"{spec.name}.yaml",
-        params=params, tags=tags, meta={k: v for k, v in meta.items() if k != "space_text"})
+        params=params, tags=tags, meta={k: v for k, v in meta.items() if k != "space_text"},
+        description=sweep_description(describe(spec)))

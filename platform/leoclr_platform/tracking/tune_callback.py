@@ -8,6 +8,7 @@ Tune's event loop never waits for the tracking store. Importing this module impo
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Mapping
 
 from ray.tune import Callback
@@ -23,26 +24,32 @@ class NullCallback(Callback):
 
 class MlflowTrialCallback(Callback):
     """Tune's trial events -> the tracker: start (with the epochs already on disk), each result,
-    the end (FINISHED when every epoch ran, KILLED when ASHA stopped it, FAILED with a reason).
+    the end (FINISHED when every epoch ran, KILLED when ASHA stopped it, with the scheduler's
+    reason; FAILED with the error's).
 
     resolve_config(trial.config) -> the trial's resolved TrainConfig as a dict;
     disk_history(trial_id) -> {epoch: metrics} on disk (non-empty for a restarted trial);
-    error_line(error) -> the one-line reason of a trial's error.
+    error_line(error) -> the one-line reason of a trial's error;
+    stop_reason(trial_id) -> the scheduler's decision to stop it early, or None (see
+    tracking.run_text.stop_text for its keys).
     """
 
     def __init__(self, tracker: SweepTracker, *, resolve_config: Callable[[Mapping[str, Any]], dict[str, Any]],
-                 disk_history: Callable[[str], dict[int, dict[str, Any]]], error_line: Callable[[Any], str | None]):
+                 disk_history: Callable[[str], dict[int, dict[str, Any]]], error_line: Callable[[Any], str | None],
+                 stop_reason: Callable[[str], Mapping[str, Any] | None] | None = None):
         self.tracker = tracker
         self._resolve_config = resolve_config
         self._disk_history = disk_history
         self._error_line = error_line
+        self._stop_reason = stop_reason or (lambda trial_id: None)
 
     def __reduce__(self):
         return (NullCallback, ())
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        self.tracker.trial_started(trial.trial_id, self._resolve_config(trial.config),
-                                   history=self._disk_history(trial.trial_id))
+        history = self._disk_history(trial.trial_id)  # a restarted trial started before
+        self.tracker.trial_started(trial.trial_id, self._resolve_config(trial.config), history=history,
+                                   start_time=None if history else time.time())
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         self.tracker.epoch(trial.trial_id, result)
@@ -52,7 +59,8 @@ class MlflowTrialCallback(Callback):
         epoch = last.get("epoch")
         finished = epoch is not None and epoch >= self.tracker.max_epochs
         self.tracker.trial_ended(trial.trial_id, status="FINISHED" if finished else "KILLED",
-                                 checkpoint=last.get("checkpoint_path"))
+                                 checkpoint=last.get("checkpoint_path"),
+                                 stop=None if finished else self._stop_reason(trial.trial_id))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         try:

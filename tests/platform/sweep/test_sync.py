@@ -18,6 +18,8 @@ from platform_fakes import SAMPLED, FakeTrial, result, smoke_record
 from trainables.checkpoint import read_history
 
 ERROR = "loss is not finite at epoch 1, step 1"
+#: ASHA's decision on the stopped trial, as RecordingASHA keeps it and summary.json holds it
+STOP = {"epoch": 1, "rung": 1.0, "metric": "val_knn_top1", "mode": "max", "value": 41.0, "cutoff": 41.5}
 #: trial id -> (sampled config, epochs reported, summary row status or None if unfinished)
 TRIALS = {
     "a0001_00000": (SAMPLED, 2, "COMPLETED"),
@@ -55,7 +57,8 @@ def sweep_folder(tmp_path: Path, tiny_run: Path, store: str):
         if status:
             rows.append({"trial_id": trial_id, "status": status, "epochs": epochs or None,
                          "val_knn_top1": 40.0 + epochs if epochs else None, "params": {}, "seed": 0,
-                         "error": ERROR if status == "ERROR" else None, "path": str(folder)})
+                         "error": ERROR if status == "ERROR" else None, "path": str(folder),
+                         "stop": STOP if status == "STOPPED" else None})
     (root / "summary.json").write_text(json.dumps({"name": "s1", "trials": rows}))
     return spec, json.loads((root / "sweep.json").read_text()), root, rows
 
@@ -66,7 +69,8 @@ def live_record(spec, meta, root: Path, rows, uri: str, tiny_run: Path) -> None:
     tracker = tracking.SweepTracker(uri, meta["experiment"], "s1", max_epochs=spec.max_epochs, synchronous=True)
     tracker.open(tracking.sweep_record(spec, meta, str(root)))
     callback = MlflowTrialCallback(tracker, resolve_config=lambda c: resolved_config(spec, c).to_dict(),
-                                   disk_history=lambda trial_id: {}, error_line=error_line)
+                                   disk_history=lambda trial_id: {}, error_line=error_line,
+                                   stop_reason=lambda trial_id: STOP if TRIALS[trial_id][2] == "STOPPED" else None)
     for trial_id, (config, epochs, status) in TRIALS.items():
         if status is None:
             continue
@@ -89,7 +93,7 @@ def test_sync_replays_a_sweep_folder_and_a_second_sync_adds_nothing(tmp_path, ti
     client, parent, runs = tracked_runs(mlflow_uri, "s1")
     assert parent.info.status == "FINISHED"
     status = {t: r.info.status for t, r in runs.items()}
-    assert status == {"a0001_00000": "FINISHED", "a0002_00001": "KILLED", "a0003_00002": "FAILED",
+    assert status == {"a0001_00000": "FINISHED", "a0002_00001": "FINISHED", "a0003_00002": "FAILED",
                       "a0004_00003": "RUNNING"}  # unfinished: `leoclr sweep --resume` continues it
     assert "model_uri" in runs["a0001_00000"].data.tags
     assert runs["a0003_00002"].data.tags["failure_reason"] == ERROR
@@ -115,6 +119,14 @@ def test_a_synced_sweep_equals_the_live_record(tmp_path, tiny_run, mlflow_uri, s
     sync_client, sync_parent, sync_runs = tracked_runs(mlflow_uri, "s1")
     assert sync_parent.data.params == live_parent.data.params
     assert sync_parent.data.tags == live_parent.data.tags
+    # the sweep's result on its parent run: best value and trial, per-strategy summary (finished
+    # trials only: the stopped moco_v2 trial has no moco_v2_* summary)
+    assert sync_parent.data.metrics == live_parent.data.metrics
+    assert live_parent.data.metrics == {"best_val_knn_top1": 42.0, "leoclr_best_val_knn_top1": 42.0,
+                                        "leoclr_mean_val_knn_top1": 42.0, "trials_finished": 1.0,
+                                        "trials_stopped": 1.0, "trials_failed": 1.0}
+    assert live_parent.data.tags["best_trial"] == "a0001_00000"
+    assert "rung cutoff 41.5" in sync_runs["a0002_00001"].data.tags["stopped_early"]
     assert sync_parent.info.status == live_parent.info.status == "FINISHED"
     assert set(sync_runs) == set(live_runs)
     for trial_id, run in live_runs.items():
@@ -124,7 +136,7 @@ def test_a_synced_sweep_equals_the_live_record(tmp_path, tiny_run, mlflow_uri, s
         assert {k: v for k, v in synced.data.tags.items() if k not in differ} == \
             {k: v for k, v in run.data.tags.items() if k not in differ}, trial_id
         assert synced.info.status == run.info.status, trial_id
-        for key in ("loss", "val_knn_top1", "lr"):
+        for key in ("loss", "val_knn_top1", "lr_actual"):
             values = [(m.step, m.value) for m in sync_client.get_metric_history(synced.info.run_id, key)]
             assert sorted(values) == sorted((m.step, m.value) for m in
                                             live_client.get_metric_history(run.info.run_id, key)), (trial_id, key)

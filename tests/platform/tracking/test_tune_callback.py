@@ -43,7 +43,8 @@ def test_trial_events_become_runs_with_their_status(mlflow_uri, tiny_run):
     assert runs["done"].info.status == "FINISHED" and "model_uri" in runs["done"].data.tags
     assert runs["done"].data.tags["checkpoint_path"] == str(tiny_run / "epoch_0002")  # the last one
     assert metric_steps(client, runs["done"]) == [1, 2]
-    assert runs["stopped"].info.status == "KILLED" and runs["stopped"].data.tags["strategy"] == "moco_v2"
+    assert runs["stopped"].info.status == "FINISHED" and runs["stopped"].data.tags["strategy"] == "moco_v2"
+    assert runs["stopped"].data.tags["stopped_early"].startswith("stopped by ASHA after epoch 1")
     assert runs["stopped"].data.params["key_momentum"] == "0.95"
     assert runs["failed"].info.status == "FAILED"
     assert runs["failed"].data.tags["failure_reason"] == "loss is not finite at epoch 1"
