@@ -208,7 +208,8 @@ def test_files_written(search_report, report_dir):
 
 def test_ablation_csv_parses_back_to_the_table(search_report):
     rows = read_csv(search_report.files["ablation.csv"])
-    assert list(rows[0]) == search_report.columns == ["attraction_strategy"] + R.TABLE_STATS
+    assert list(rows[0]) == search_report.columns + ["ci_low", "ci_high", "boot_low", "boot_high", "interval"]
+    assert search_report.columns == ["attraction_strategy"] + R.TABLE_STATS
     assert [r["attraction_strategy"] for r in rows] == [
         "leoclr", "attract_all", "moco_v2", "leoclr_random_original"]
     leo = rows[0]
@@ -216,6 +217,10 @@ def test_ablation_csv_parses_back_to_the_table(search_report):
     assert (leo["best_trial"], int(leo["stopped"]), int(leo["failed"])) == ("t2", 1, 1)
     assert rows[1]["std"] == ""                        # n = 1
     assert rows[3]["n"] == "0" and rows[3]["mean"] == ""
+    # the t-interval of 40, 42, 47: 43 +- t(0.975, 2) * sqrt(13) / sqrt(3), t = 4.302653
+    half = 4.302652729911275 * math.sqrt(13) / math.sqrt(3)
+    assert float(leo["ci_low"]) == pytest.approx(43 - half) and float(leo["ci_high"]) == pytest.approx(43 + half)
+    assert leo["interval"] == "t" and leo["boot_low"] == ""      # n = 3 < 5: no bootstrap
 
 
 def test_markdown_has_title_summary_exact_rows_and_images(search_report):
@@ -226,11 +231,18 @@ def test_markdown_has_title_summary_exact_rows_and_images(search_report):
     summary = next(l for l in lines if l.startswith("Compared"))
     assert "`val_knn_top1`" in summary and "higher is better" in summary and "9 runs" in summary
     assert "6 finished" in summary and "2 stopped early" in summary and "1 failed" in summary
-    table = [l for l in lines if l.startswith("|")]
+    first = lines.index(next(l for l in lines if l.startswith("|")))
+    table = []
+    for l in lines[first:]:
+        if not l.startswith("|"):
+            break
+        table.append(l)
     assert len(table) == 2 + 4                          # header, rule, one line per group
     body = [[c.strip() for c in l.strip("|").split("|")] for l in table[2:]]
     assert [b[0] for b in body] == ["leoclr", "attract_all", "moco_v2", "leoclr_random_original"]
     assert body[0][1:5] == ["3", "43.00", "3.61", "43.00 ± 3.61"]
+    assert body[0][5] == f"[{43 - 4.302653 * math.sqrt(13 / 3):.2f}, {43 + 4.302653 * math.sqrt(13 / 3):.2f}]"
+    assert body[0][6] == "-"                            # no bootstrap at n = 3
     assert body[1][3] == "-"                            # n = 1: no std
     assert body[3][1:5] == ["0", "-", "-", "-"]
     assert "![learning curves](learning_curves.png)" in md
@@ -263,7 +275,8 @@ def test_pngs_are_images_and_html_embeds_them(search_report):
     assert ".png\"" not in page                          # no link to a file beside it
     first = page.split("data:image/png;base64,")[1].split('"')[0]
     assert base64.b64decode(first) == search_report.files["learning_curves.png"].read_bytes()
-    assert page.count("<tr>") == 1 + 4 and "<td class=\"num\">43.00 ± 3.61</td>" in page
+    first_table = page.split("<table>")[1].split("</table>")[0]
+    assert first_table.count("<tr>") == 1 + 4 and "<td class=\"num\">43.00 ± 3.61</td>" in page
 
 
 def test_report_is_deterministic(search_report, tmp_path):
