@@ -69,5 +69,5 @@ def check_sweep(uri: str, sweep: str, lister: Callable[[str], list[str]] = list_
     else:
         there = "it holds no sweep yet (run one: leoclr sweep SPACE)"
     raise RegistryError(f"not in the tracking store {shown}", key="sweep", value=sweep,
-                        message=f"no sweep named {sweep!r} in the tracking store {shown}; {there} "
-                                "(or another store: --tracking-uri / MLFLOW_TRACKING_URI)")
+                        message=f"no sweep named {sweep!r} in the tracking store {shown} (check the name, "
+                                f"or --tracking-uri / MLFLOW_TRACKING_URI); {there}")
