@@ -1,15 +1,20 @@
-"""Ablation reports: a table of mean +- std per attraction strategy (or grid cell), plots, files.
+"""Ablation reports a researcher can cite: intervals, paired comparisons, baseline, importance.
 
-`build_report(records, metric=..., mode=..., searched=..., grid=..., title=..., out_dir=...)`
-writes into `out_dir`:
-- `ablation.md`    title, what was compared, the table, links to the two PNGs;
+`build_report(records, metric=..., mode=..., searched=..., grid=..., title=..., out_dir=...,
+context=SweepContext(...))` writes into `out_dir`:
+- `ablation.md`    scale, the headline table (n, mean, std, 95 % t / bootstrap intervals;
+                   confirmation runs when there are any), paired comparisons with the baseline
+                   strategy, search runs apart, the random-weights baseline with every gain,
+                   parameter importance, RankMe vs validation kNN, evaluations, the plots;
 - `ablation.html`  the same, self-contained (PNGs embedded, inline CSS);
-- `ablation.csv`   the table, one row per group (numbers at full precision, blank = none);
+- `ablation.csv`   the headline table, one row per group (full precision, blank = none);
 - `runs.csv`       one row per run: trial id, status, strategy, epochs, metric, searched params;
-- `learning_curves.png`     `metric` vs epoch, one line per run, one colour per strategy,
-                            KILLED (stopped early) dashed, FAILED dotted;
+- `learning_curves.png`     `metric` vs epoch from the first epoch: one thin line per run, per
+                            strategy the mean with its 95 % band; stopped dashed + markers;
+- `learning_curves_search.png`  the same for the search runs, when confirm runs head the report;
 - `objective_vs_params.png` final `metric` vs each numeric searched param, one panel each;
-                            FINISHED filled, stopped hollow.
+                            FINISHED filled, stopped hollow;
+- `importance.png`          fANOVA / PED-ANOVA bars, when the sweep computed importance.
 
 Modules: records (RunRecord: the input, plain data), build (the table and `build_report`),
 plots, render (md/html/csv), stats (intervals and paired tests for citable comparisons),
