@@ -254,8 +254,13 @@ def _summary(records, rep: Report, metric, mode, grid, max_epochs) -> str:
                        and effective_status(r, max_epochs) == "KILLED")
     no_value = sum(1 for r in records if effective_status(r, max_epochs) == "FINISHED"
                    and run_value(r, metric) is None)
-    return render.summary_text(records, metric, mode, grid, rep.group_columns,
+    text = render.summary_text(records, metric, mode, grid, rep.group_columns,
                                render.status_counts(records, max_epochs), reclassified, no_value)
+    if rep.stage == "confirm":
+        n = sum(1 for r in records if r.stage == "confirm")
+        text += (f" {n} of the runs are confirmation runs (`stage=confirm`): they alone make the headline; "
+                 f"the other {len(records) - n} are the search's trials.")
+    return text
 
 
 def _images(records, rep: Report, context: SweepContext, metric, searched, max_epochs, title) -> dict[str, bytes]:
@@ -264,7 +269,9 @@ def _images(records, rep: Report, context: SweepContext, metric, searched, max_e
     head = [r for r in records if (r.stage == "confirm") == (rep.stage == "confirm")]
     search = [r for r in records if r.stage != "confirm"] or records
     images = {
-        "learning_curves.png": png_bytes(plot_learning_curves(head, metric, max_epochs=max_epochs, title=title)),
+        "learning_curves.png": png_bytes(plot_learning_curves(
+            head, metric, max_epochs=max_epochs,
+            title=f"{title} (confirmation runs)" if rep.stage == "confirm" else title)),
         "objective_vs_params.png": png_bytes(plot_objective_vs_params(
             search, metric, searched=searched, max_epochs=max_epochs, title=title)),
     }

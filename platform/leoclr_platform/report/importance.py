@@ -60,8 +60,8 @@ def importance_lines(doc: Mapping[str, Any] | None, absent: str) -> list[str]:
     methods, rows = importance_table(doc)
     n = doc.get("n_trials")
     lines = [f"Importance of each searched parameter for `{doc.get('metric', '?')}`, from the sweep's own "
-             f"Optuna study ({', '.join(METHOD_NAMES.get(m, m) for m in methods)}; each method's values sum "
-             f"to about 1), resting on {n if n is not None else 'an unknown number of'} completed trials.", "",
+             f"Optuna study ({', '.join(METHOD_NAMES.get(m, m) for m in methods)}; higher = more important), "
+             f"resting on {n if n is not None else 'an unknown number of'} completed trials.", "",
              "| parameter | " + " | ".join(METHOD_NAMES.get(m, m) for m in methods) + " |",
              "| --- | " + " | ".join("---:" for _ in methods) + " |"]
     for row in rows:

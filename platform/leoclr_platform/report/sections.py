@@ -94,7 +94,7 @@ def baseline_lines(rep, context: SweepContext) -> list[str]:
         return [f"No baseline row: {why}."]
     seeds = ", ".join(map(str, doc.get("seeds") or [])) or "?"
     unit = unit_of(rep.metric)
-    lines = [f"The same backbone with random weights ({doc.get('what', 'random weights')}), seeds {seeds}, under "
+    lines = [f"The same backbone, untrained ({doc.get('what', 'random weights')}), seeds {seeds}, under "
              f"the same protocol: mean `{rep.metric}` = {rep.baseline_mean:.2f}. Every gain below is "
              f"group - baseline{', in ' + unit if unit else ''}.", "",
              "| group | mean | gain over baseline | 95 % CI of the gain | interval |",
