@@ -23,6 +23,10 @@ from leoclr_platform.report.lookup import check_sweep
 from leoclr_platform.report.records import RunRecord
 from leoclr_platform.report.sources import read_context
 
+#: Tag of a trial run that ASHA stopped early (its status is FINISHED: MLflow draws KILLED as a
+#: failure); the report counts such a run as stopped.
+STOPPED_TAG = "stopped_early"
+
 
 def typed(value: str) -> Any:
     """An MLflow param string back to the value it was logged from."""
@@ -64,8 +68,11 @@ def record_of(c, run, metric: str) -> RunRecord:
             history[key] = points
     epochs = max((step for step, _ in history.get("loss", [])), default=None)
     seed = typed(tags["seed"]) if "seed" in tags else params.get("seed")
+    status = run.info.status
+    if status == "FINISHED" and tags.get(STOPPED_TAG):  # ASHA-stopped trials end FINISHED, tagged
+        status = "KILLED"
     return RunRecord(run_id=run.info.run_id, trial_id=tags.get("trial_id", run.info.run_name),
-                     status=run.info.status, params=params, metrics=dict(run.data.metrics),
+                     status=status, params=params, metrics=dict(run.data.metrics),
                      history=history, seed=seed, epochs=epochs,
                      stage=tags.get("stage") or "search", confirm_of=tags.get("confirm_of"))
 

@@ -54,7 +54,10 @@ def _number(v: Any) -> float | None:
 def importance_lines(doc: Mapping[str, Any] | None, absent: str) -> list[str]:
     """The report's importance section (Markdown lines, no heading)."""
     if not doc or not methods_of(doc):
-        reason = absent or "the sweep's run has no importance.json"
+        if doc:
+            reason = f"no method succeeded on the {doc.get('n_trials', '?')} completed trials"
+        else:
+            reason = absent or "the sweep's run has no importance.json"
         errors = "; ".join(f"{METHOD_NAMES.get(m, m)}: {r}" for m, r in ((doc or {}).get("errors") or {}).items())
         return [f"Parameter importance is not available: {reason}" + (f" ({errors})" if errors else "") + "."]
     methods, rows = importance_table(doc)

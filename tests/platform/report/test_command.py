@@ -143,3 +143,20 @@ def test_a_missing_store_has_no_sweep_and_is_not_created(tmp_path):
     with pytest.raises(RegistryError, match="it holds no sweep yet"):
         check_sweep(uri, "any")
     assert not (tmp_path / "none.db").exists()
+
+
+def test_a_run_tagged_stopped_early_counts_as_stopped(mlflow_uri):
+    from leoclr_platform import tracking
+    from leoclr_platform.report.command import record_of
+
+    client = tracking.client(mlflow_uri)
+    exp = client.create_experiment("x")
+    tags = {"trial_id": "a", "stopped_early": "stopped by ASHA at epoch 1 of 2", "stage": "search"}
+    run_id = client.create_run(exp, tags=tags).info.run_id
+    client.log_metric(run_id, "val_knn_top1", 30.0, step=1)
+    client.set_terminated(run_id, "FINISHED")
+    record = record_of(client, client.get_run(run_id), "val_knn_top1")
+    assert (record.status, record.stage, record.history["val_knn_top1"]) == ("KILLED", "search", [(1, 30.0)])
+    finished = client.create_run(exp, tags={"trial_id": "b"}).info.run_id
+    client.set_terminated(finished, "FINISHED")
+    assert record_of(client, client.get_run(finished), "val_knn_top1").status == "FINISHED"

@@ -186,3 +186,13 @@ def test_header_scale_and_evaluations(confirm_report):
 def test_no_evaluation_says_so(grid_report):
     assert "No evaluation run of this sweep's promoted versions yet" in grid_report.markdown
     assert "No baseline row: the sweep's run has no baseline.json." in grid_report.markdown
+
+
+def test_importance_that_failed_says_why():
+    from leoclr_platform.report.importance import importance_lines
+
+    doc = {"n_trials": 1, "metric": "val_knn_top1", "methods": {},
+           "errors": {"fanova": "needs at least 2 completed trials", "ped_anova": "needs at least 2 completed trials"}}
+    (line,) = importance_lines(doc, "")
+    assert line == ("Parameter importance is not available: no method succeeded on the 1 completed trials "
+                    "(fANOVA: needs at least 2 completed trials; PED-ANOVA: needs at least 2 completed trials).")
