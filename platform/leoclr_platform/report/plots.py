@@ -149,8 +149,8 @@ def _draw_bands(ax, records, metric) -> bool:
         xs = sorted(per_epoch)
         summaries = [summarize(per_epoch[e]) for e in xs]
         color = strategy_color(strategy)
-        ax.plot(xs, [s.mean for s in summaries], color=color, lw=2.4, marker="o" if len(xs) == 1 else None, clip_on=False,
-                gid=f"mean:{strategy}")
+        ax.plot(xs, [s.mean for s in summaries], color=color, lw=2.4, marker="o" if len(xs) == 1 else None,
+                clip_on=False, gid=f"mean:{strategy}")
         band = [(x, s.ci) for x, s in zip(xs, summaries) if s.ci]
         if band:
             any_band = True

@@ -20,7 +20,8 @@ MECHANISM = "mechanism"
 STRATEGY_ORDER = ("moco_v2", "leoclr", "leoclr_random_original", "attract_all")
 #: Columns of an ablation row after the group columns (ci95: 95 % t-interval of the mean,
 #: bootstrap95: percentile bootstrap interval, only for n >= 5; both "-" when n is too small).
-TABLE_STATS = ["n", "mean", "std", "mean_std", "ci95", "bootstrap95", "best", "best_trial", "best_params", "stopped", "failed"]
+TABLE_STATS = ["n", "mean", "std", "mean_std", "ci95", "bootstrap95", "best", "best_trial", "best_params",
+               "stopped", "failed"]
 
 
 @dataclass

@@ -106,7 +106,8 @@ def confirm_records():
 @pytest.fixture(scope="module")
 def confirm_report(tmp_path_factory):
     context = SweepContext(
-        scale={"epochs": "3", "image size": "32 px", "backbone": "resnet18_cifar", "seeds": "0 (search), 10, 11, 12 (confirm)"},
+        scale={"epochs": "3", "image size": "32 px", "backbone": "resnet18_cifar",
+               "seeds": "0 (search), 10, 11, 12 (confirm)"},
         baseline=BASELINE, importance=IMPORTANCE,
         evaluations=[{"model": "leoclr-encoder v1", "strategy": "leoclr", "trial_id": "s1", "dataset": "cifar10",
                       "metrics": {"knn_top1": 61.5, "linear_top1": 64.25, "baseline_knn_top1": 40.0}}])
