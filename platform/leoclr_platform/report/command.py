@@ -57,9 +57,24 @@ def sweep_runs(c, parent) -> list:
     return list(runs.values())
 
 
+def split_sizes(run) -> dict[str, int]:
+    """{"train_images": n, "val_images": n, "test_images": n} from the run's MLflow dataset inputs
+    (a profile with `split` and `num_images`, as trial runs log them)."""
+    out = {}
+    for item in getattr(getattr(run, "inputs", None), "dataset_inputs", None) or []:
+        try:
+            profile = json.loads(item.dataset.profile or "{}")
+        except (TypeError, ValueError):
+            continue
+        split, n = profile.get("split"), profile.get("num_images")
+        if split in ("train", "val", "test") and isinstance(n, (int, float)):
+            out[f"{split}_images"] = int(n)
+    return out
+
+
 def record_of(c, run, metric: str) -> RunRecord:
     """One run as the report reads it: typed params, final metrics, history of `metric` and loss."""
-    params = {k: typed(v) for k, v in run.data.params.items()}
+    params = {**split_sizes(run), **{k: typed(v) for k, v in run.data.params.items()}}
     tags = run.data.tags
     history = {}
     for key in {metric, "loss"}:

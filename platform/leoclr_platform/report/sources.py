@@ -14,9 +14,10 @@ from typing import Any, Sequence
 from leoclr_platform.report.records import RunRecord, SweepContext, format_value
 
 #: Params or metrics that give a split's size, by the header's wording (first found wins).
-SPLIT_KEYS = {"training images": ("train_images", "n_train", "num_train", "train_size"),
-              "validation images": ("val_images", "n_val", "num_val", "val_size"),
-              "test images": ("test_images", "n_test", "num_test", "test_size")}
+#: (train_images etc. also come from the runs' MLflow dataset inputs: command.split_sizes.)
+SPLIT_KEYS = {"training images": ("train_images", "data_pretrain_images", "n_train", "num_train"),
+              "validation images": ("val_images", "data_val_images", "n_val", "num_val"),
+              "test images": ("test_images", "data_test_images", "n_test", "num_test")}
 
 
 def read_json_artifact(c, run_id: str, name: str) -> dict[str, Any] | None:

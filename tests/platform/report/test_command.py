@@ -155,8 +155,18 @@ def test_a_run_tagged_stopped_early_counts_as_stopped(mlflow_uri):
     run_id = client.create_run(exp, tags=tags).info.run_id
     client.log_metric(run_id, "val_knn_top1", 30.0, step=1)
     client.set_terminated(run_id, "FINISHED")
-    record = record_of(client, client.get_run(run_id), "val_knn_top1")
+    from mlflow.entities import Dataset, DatasetInput
+
+    client.log_inputs(run_id, datasets=[
+        DatasetInput(Dataset(name=f"digits:{split}", digest=split, source_type="code", source="{}",
+                             profile=json.dumps({"split": split, "num_images": n})))
+        for split, n in (("train", 1400), ("val", 160), ("test", 237))])
+    (run,) = client.search_runs([exp], "tags.trial_id = 'a'")  # as the report reads runs
+    record = record_of(client, run, "val_knn_top1")
     assert (record.status, record.stage, record.history["val_knn_top1"]) == ("KILLED", "search", [(1, 30.0)])
+    # the split sizes of the run's dataset inputs reach the report's header
+    assert (record.params["train_images"], record.params["val_images"], record.params["test_images"]) == \
+        (1400, 160, 237)
     finished = client.create_run(exp, tags={"trial_id": "b"}).info.run_id
     client.set_terminated(finished, "FINISHED")
     assert record_of(client, client.get_run(finished), "val_knn_top1").status == "FINISHED"
