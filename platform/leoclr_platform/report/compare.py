@@ -91,13 +91,14 @@ def reference_strategy(strategies: Sequence[Any]) -> Any:
 
 
 def _reference_rows(rows: Sequence[dict], group_cols: Sequence[str]) -> list[tuple[dict, dict]]:
-    """(row, its reference row) pairs: same non-strategy group values, reference strategy;
-    with one strategy only, every row against the first row."""
+    """(row, its reference row) pairs: same non-strategy group values, reference strategy (its
+    best row when it has several, e.g. confirmed configs: `confirm_of` is not matched); with one
+    strategy only, every row against the first row."""
     strategies = list(dict.fromkeys(r.get(STRATEGY) for r in rows))
     if len(strategies) < 2:
         return [(r, rows[0]) for r in rows[1:]]
     ref = reference_strategy(strategies)
-    others = [c for c in group_cols if c != STRATEGY]
+    others = [c for c in group_cols if c not in (STRATEGY, "confirm_of")]
     pairs = []
     for row in rows:
         if row.get(STRATEGY) == ref:

@@ -197,3 +197,32 @@ def test_importance_that_failed_says_why():
     (line,) = importance_lines(doc, "")
     assert line == ("Parameter importance is not available: no method succeeded on the 1 completed trials "
                     "(fANOVA: needs at least 2 completed trials; PED-ANOVA: needs at least 2 completed trials).")
+
+
+def test_two_confirmed_configs_per_strategy_are_rows_compared_with_the_best_baseline_config(tmp_path):
+    values = {("leoclr", "a"): (60.0, 61.0), ("leoclr", "b"): (50.0, 52.0),
+              ("moco_v2", "c"): (55.0, 57.0), ("moco_v2", "d"): (58.0, 59.0)}
+    records = [rec(f"{s}-{cfg}-{seed}", s, v[i], seed, stage="confirm", confirm_of=cfg)
+               for (s, cfg), v in values.items() for i, seed in enumerate((7, 8))]
+    from leoclr_platform.report.build import _headline
+
+    rep = _headline(records, "val_knn_top1", "max", ["attraction_strategy"], False, 3)
+    assert rep.group_columns == ["attraction_strategy", "confirm_of"] and len(rep.rows) == 4
+    assert {(c.group, c.reference) for c in rep.comparisons} == {
+        ("leoclr, confirm_of=a", "moco_v2, confirm_of=d"), ("leoclr, confirm_of=b", "moco_v2, confirm_of=d")}
+    best = next(c for c in rep.comparisons if c.group.endswith("=a"))
+    assert best.mean_diff == pytest.approx(2.0) and best.seeds == (7, 8)
+
+
+def test_the_scale_header_from_params_and_runs():
+    from leoclr_platform.report.sources import scale_of
+
+    records = [rec("s1", "leoclr", 50.0, 0, image_size=32, backbone="small_cnn", dataset="photo_patches",
+                   train_images=1400, val_images=160),
+               rec("s2", "moco_v2", 50.0, 1, image_size=32, backbone="small_cnn", dataset="photo_patches"),
+               rec("c1", "leoclr", 50.0, 1000, stage="confirm", image_size=32)]
+    scale = scale_of({"max_epochs": "5", "trials": "4"}, records)
+    assert scale == {"epochs": "5", "image size": "32 px", "dataset": "photo_patches", "backbone": "small_cnn",
+                     "training images": "1400", "validation images": "160",
+                     "seeds": "0, 1 (search); 1000 (confirmation)",
+                     "trials": "2 search runs of 4 planned, 1 confirmation run"}
