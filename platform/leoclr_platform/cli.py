@@ -272,18 +272,33 @@ def cmd_evaluate(args) -> int:
 
 
 def _report_parser(sub) -> None:
-    p = sub.add_parser("report", help="ablation table and plots of a sweep, from MLflow")
-    p.add_argument("name", help="sweep name")
-    p.add_argument("--out", help="output folder (default: <storage>/<sweep>/report)")
+    p = sub.add_parser(
+        "report", help="citable report of a sweep: intervals, paired comparisons, baseline, importance, plots",
+        description="Write the report of sweep NAME from the MLflow tracking store: per strategy (or grid cell) "
+                    "n, mean, std and 95 % intervals; paired comparisons with the baseline strategy (moco_v2) on "
+                    "shared seeds, confirmation runs as the headline when the sweep has them; the random-weights "
+                    "baseline row with every gain; parameter importance; RankMe against the validation kNN; "
+                    "learning curves; the evaluations of versions promoted from the sweep. Writes ablation.md, "
+                    "ablation.html, ablation.csv, runs.csv and the PNGs, logs them to the sweep's MLflow run "
+                    "under report/ and prints the Markdown.",
+        epilog="An unknown NAME is answered at once with the sweeps the store holds.")
+    p.add_argument("name", metavar="NAME", help="sweep name (as given to leoclr sweep --name, or its default)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: report/ in the sweep's results folder, "
+                                                "as recorded on its MLflow run; ./report-NAME when that folder "
+                                                "is not a local path)")
     _tracking_args(p)
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
-    from leoclr_platform.report.command import report_sweep
+    from leoclr_platform.report.lookup import check_sweep
     from leoclr_platform.tracking import resolve_tracking_uri
 
-    report_sweep(resolve_tracking_uri(args.tracking_uri), args.name, args.out)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    check_sweep(uri, args.name)  # before MLflow and matplotlib are imported: an unknown name in a second
+    from leoclr_platform.report.command import report_sweep
+
+    report_sweep(uri, args.name, args.out)
     return 0
 
 
@@ -320,18 +335,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     args = build_parser().parse_args(argv)
-    from trainables.eval import EvaluationError
-    from trainables.loop import DivergenceError
     from trainables.validation import InputError
 
     try:
         return args.func(args)
-    except (InputError, EvaluationError) as exc:  # every engine and platform refusal (errors.py)
+    except InputError as exc:  # every engine and platform refusal (errors.py)
         print(f"leoclr: error: {exc}", file=sys.stderr)
         return 2
-    except DivergenceError as exc:
-        print(f"leoclr: training failed: {exc}", file=sys.stderr)
-        return 3
+    except Exception as exc:
+        # imported here, not before the command: trainables.eval loads torchvision (seconds), which a
+        # command such as `leoclr report NO-SUCH` must not wait for
+        from trainables.eval import EvaluationError
+        from trainables.loop import DivergenceError
+
+        if isinstance(exc, EvaluationError):
+            print(f"leoclr: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, DivergenceError):
+            print(f"leoclr: training failed: {exc}", file=sys.stderr)
+            return 3
+        raise
     except KeyboardInterrupt:
         print("leoclr: interrupted", file=sys.stderr)
         return 130

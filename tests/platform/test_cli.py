@@ -34,6 +34,7 @@ def calls(monkeypatch):
     monkeypatch.setattr("leoclr_platform.registry.promote", recorder("promote"))
     monkeypatch.setattr("leoclr_platform.evaluation.evaluate_model", recorder("evaluate_model"))
     monkeypatch.setattr("leoclr_platform.report.command.report_sweep", recorder("report_sweep"))
+    monkeypatch.setattr("leoclr_platform.report.lookup.check_sweep", recorder("check_sweep"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/store.db")
     return seen
 

@@ -18,10 +18,12 @@ import matplotlib.style
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from trainables.validation import is_number
 
+from leoclr_platform.report.stats import summarize
 from leoclr_platform.report.records import (
     STRATEGY,
     RunRecord,
@@ -68,55 +70,111 @@ def _strategy_handles(names: Sequence[Any]) -> list[Line2D]:
             for n in names]
 
 
+def metric_label(metric: str) -> str:
+    """An axis label with the unit: accuracies in %, RankMe as an effective rank."""
+    if "top1" in metric or "top5" in metric:
+        return f"{metric} (%)"
+    if metric.startswith("rankme"):
+        return f"{metric} (effective rank)"
+    return metric
+
+
 def plot_learning_curves(records: Sequence[RunRecord], metric: str = "val_knn_top1", *,
                          max_epochs: int | None = None, title: str | None = None) -> Figure:
-    """`metric` vs epoch: exactly one line per run that has a history for `metric` (in input
-    order), coloured by strategy, KILLED dashed, FAILED dotted. The legend is made of proxy
-    artists (one per strategy, then the line styles), which are not in `ax.get_lines()`."""
+    """`metric` vs epoch: one thin line per run that has a history for `metric` (in input order,
+    gid "run:<trial id>"), coloured by strategy, stopped early (KILLED) dashed with a marker at
+    every point (so a run stopped after one epoch shows), FAILED dotted; over them, per strategy,
+    the mean over the runs that reached each epoch (gid "mean:<strategy>") with its 95 %
+    t-interval as a band where >= 2 runs reached it. The epoch axis starts at the first epoch
+    with data. The legend is made of proxy artists, which are not in `ax.get_lines()`."""
     records = coerce(records)
     with matplotlib.style.context("default"):
         fig = _new_figure(9.5, 5.0)
         ax = fig.add_subplot(1, 1, 1)
-        drawn, missing, styles = 0, 0, set()
-        for rec in records:
-            points = curve(rec, metric)
-            if not points:
-                missing += 1
-                continue
-            status = effective_status(rec, max_epochs)
-            style = _LINESTYLES.get(status, "-")
-            styles.add(status if style != "-" else "FINISHED")
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, color=strategy_color((rec.params or {}).get(STRATEGY)),
-                    linestyle=style, lw=1.4, alpha=0.85,
-                    marker="o" if len(points) == 1 else None, markersize=4)
-            drawn += 1
+        drawn, missing, styles, epochs = _draw_runs(ax, records, metric, max_epochs)
+        banded = _draw_bands(ax, records, metric)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(metric)
+        ax.set_ylabel(metric_label(metric))
         heading = f"{title}: {metric} per epoch" if title else f"{metric} per epoch"
         if missing:
             heading += f" ({missing} run{'s' if missing != 1 else ''} without history not shown)"
         ax.set_title(heading, fontsize=11)
-        if max_epochs:
-            ax.set_xlim(0, max_epochs)
         if drawn:
+            first, last = min(epochs), max(max(epochs), max_epochs or 0)
+            ax.set_xlim((first, last) if last > first else (first - 0.5, first + 0.5))
             ax.grid(True, alpha=0.3)
-            handles = _strategy_handles(_strategies(records))
-            if styles - {"FINISHED"}:
-                handles.append(Line2D([], [], color="0.3", ls="-", label="finished"))
-                if "KILLED" in styles:
-                    handles.append(Line2D([], [], color="0.3", ls="--", label="stopped early (ASHA)"))
-                if "FAILED" in styles:
-                    handles.append(Line2D([], [], color="0.3", ls=":", label="failed"))
             # outside the axes: never over a curve, and no slow loc="best" search over many runs
-            ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                      borderaxespad=0.0)
+            ax.legend(handles=_curve_legend(records, styles, banded), fontsize=8, loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
         else:
             ax.text(0.5, 0.5, f"no run has a history of {metric}", ha="center", va="center",
                     transform=ax.transAxes)
         fig.tight_layout()
     return fig
+
+
+def _draw_runs(ax, records, metric, max_epochs) -> tuple[int, int, set[str], list[int]]:
+    """One line per run; returns (drawn, without history, statuses drawn, epochs seen)."""
+    drawn, missing, styles, epochs = 0, 0, set(), []
+    for rec in records:
+        points = curve(rec, metric)
+        if not points:
+            missing += 1
+            continue
+        status = effective_status(rec, max_epochs)
+        style = _LINESTYLES.get(status, "-")
+        styles.add(status if style != "-" else "FINISHED")
+        xs, ys = zip(*points)
+        epochs += xs
+        marker = "o" if status == "KILLED" or len(points) == 1 else None
+        ax.plot(xs, ys, color=strategy_color((rec.params or {}).get(STRATEGY)), linestyle=style, lw=1.0,
+                alpha=0.45, marker=marker, markersize=4, gid=f"run:{rec.trial_id}", clip_on=False)
+        drawn += 1
+    return drawn, missing, styles, epochs
+
+
+def _draw_bands(ax, records, metric) -> bool:
+    """Per strategy: mean per epoch over the runs that reached it, 95 % t band where n >= 2."""
+    any_band = False
+    for strategy in _strategies(records):
+        per_epoch: dict[int, list[float]] = {}
+        for rec in records:
+            if (rec.params or {}).get(STRATEGY) == strategy:
+                for epoch, value in curve(rec, metric):
+                    if math.isfinite(value):
+                        per_epoch.setdefault(epoch, []).append(value)
+        if not per_epoch:
+            continue
+        xs = sorted(per_epoch)
+        summaries = [summarize(per_epoch[e]) for e in xs]
+        color = strategy_color(strategy)
+        ax.plot(xs, [s.mean for s in summaries], color=color, lw=2.4, marker="o" if len(xs) == 1 else None,
+                clip_on=False, gid=f"mean:{strategy}")
+        band = [(x, s.ci) for x, s in zip(xs, summaries) if s.ci]
+        if band:
+            any_band = True
+            bx = [x for x, _ in band]
+            if len(bx) == 1:  # one epoch: a visible sliver around it
+                bx = [bx[0] - 0.15, bx[0] + 0.15]
+                band = band * 2
+            ax.fill_between(bx, [ci[0] for _, ci in band], [ci[1] for _, ci in band], color=color,
+                            alpha=0.18, linewidth=0, gid=f"band:{strategy}")
+    return any_band
+
+
+def _curve_legend(records, styles: set[str], banded: bool) -> list:
+    handles = _strategy_handles(_strategies(records))
+    handles.append(Line2D([], [], color="0.3", lw=2.4, label="mean over runs at each epoch"))
+    if banded:
+        handles.append(Patch(facecolor="0.3", alpha=0.18, label="95 % CI of the mean (t)"))
+    handles.append(Line2D([], [], color="0.3", lw=1.0, alpha=0.6, label="one run (finished)"))
+    if "KILLED" in styles:
+        handles.append(Line2D([], [], color="0.3", ls="--", marker="o", markersize=4,
+                              label="stopped early (ASHA)"))
+    if "FAILED" in styles:
+        handles.append(Line2D([], [], color="0.3", ls=":", label="failed"))
+    return handles
 
 
 def _numeric_params(records: Sequence[RunRecord], searched: Sequence[str]) -> list[str]:
@@ -233,7 +291,7 @@ def _objective_panel(ax, key: str, records: Sequence[RunRecord], metric: str, ma
         ax.text(0.5, 0.5, f"no run has a value of {metric}", ha="center", va="center",
                 transform=ax.transAxes)
     ax.set_xlabel(label)
-    ax.set_ylabel(f"final {metric}")
+    ax.set_ylabel(f"final {metric_label(metric)}")
     ax.grid(True, alpha=0.3)
     return statuses
 

@@ -18,8 +18,10 @@ STRATEGY = "attraction_strategy"
 MECHANISM = "mechanism"
 #: How strategies are ordered in tables and legends (the baseline first).
 STRATEGY_ORDER = ("moco_v2", "leoclr", "leoclr_random_original", "attract_all")
-#: Columns of an ablation row after the group columns.
-TABLE_STATS = ["n", "mean", "std", "mean_std", "best", "best_trial", "best_params", "stopped", "failed"]
+#: Columns of an ablation row after the group columns (ci95: 95 % t-interval of the mean,
+#: bootstrap95: percentile bootstrap interval, only for n >= 5; both "-" when n is too small).
+TABLE_STATS = ["n", "mean", "std", "mean_std", "ci95", "bootstrap95", "best", "best_trial", "best_params",
+               "stopped", "failed"]
 
 
 @dataclass
@@ -34,6 +36,20 @@ class RunRecord:
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> [(epoch, value)]
     seed: int | None = None
     epochs: int | None = None   # epochs completed
+    stage: str = "search"       # tag `stage`: "search" (trials, grid cells) or "confirm" (fresh-seed re-runs)
+    confirm_of: str | None = None  # a confirm run: trial id of the search trial whose config it re-runs
+
+
+@dataclass
+class SweepContext:
+    """What the report shows besides the trial runs, read from the sweep's parent run and the
+    evaluation runs (all optional; a missing part is reported with the reason in `absent`)."""
+
+    scale: dict[str, str] = field(default_factory=dict)        # header: label -> text, in order
+    importance: dict[str, Any] | None = None                   # importance.json
+    baseline: dict[str, Any] | None = None                     # baseline.json
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # one per evaluation run
+    absent: dict[str, str] = field(default_factory=dict)       # "importance"/"baseline" -> why
 
 
 def coerce(records: Iterable[RunRecord | Mapping[str, Any]]) -> list[RunRecord]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -26,6 +27,7 @@ from leoclr_platform.report.records import (
 
 _HEADERS = {
     "n": "n", "mean": "mean", "std": "std", "mean_std": "mean ± std", "best": "best",
+    "ci95": "95 % CI (t)", "bootstrap95": "95 % CI (bootstrap)",
     "best_trial": "best trial", "best_params": "best hyperparameters", "stopped": "stopped",
     "failed": "failed",
 }
@@ -35,7 +37,7 @@ def _cell(col: str, v: Any, dec: int) -> str:
     """Display text of one table cell."""
     if col in ("mean", "std", "best"):
         return "-" if v is None else f"{v:.{dec}f}"
-    if col in ("best_trial", "best_params"):
+    if col in ("best_trial", "best_params", "ci95", "bootstrap95"):
         return v or "-"
     if col in TABLE_STATS:
         return str(v)
@@ -69,8 +71,8 @@ def summary_text(records, metric, mode, grid, group_cols, counts, reclassified, 
     groups = " x ".join(f"`{c}`" for c in group_cols)
     text = (f"Compared the final `{metric}` ({'higher' if mode == 'max' else 'lower'} is better) of "
             f"{total} run{'s' if total != 1 else ''}: {', '.join(parts)}. "
-            f"{'Grid sweep' if grid else 'Search sweep'}, one row per {groups}; mean ± std "
-            f"(sample std) over finished runs only, stopped and failed runs are counted apart.")
+            f"{'Grid sweep' if grid else 'Search sweep'}, one row per {groups}; n, mean ± std "
+            f"(sample std) and 95 % intervals over finished runs only, stopped and failed runs are counted apart.")
     if reclassified:
         text += (f" {reclassified} run{'s' if reclassified != 1 else ''} recorded as finished but "
                  f"short of the full epochs {'are' if reclassified != 1 else 'is'} counted as stopped.")
@@ -82,51 +84,76 @@ def summary_text(records, metric, mode, grid, group_cols, counts, reclassified, 
     return text
 
 
-def markdown(title, summary, columns, rows, dec) -> str:
-    """ablation.md: title, summary, the table, links to the two PNGs."""
+def table_lines(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], dec: int) -> list[str]:
+    """A Markdown table of `rows` (numbers right-aligned)."""
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
     head = [esc(_HEADERS.get(c, c)) for c in columns]
-    lines = [f"# {title}", "", summary, "",
-             "| " + " | ".join(head) + " |",
-             "| " + " | ".join("---:" if c in ("n", "mean", "std", "mean_std", "best", "stopped", "failed")
-                              else "---" for c in columns) + " |"]
+    lines = ["| " + " | ".join(head) + " |",
+             "| " + " | ".join("---:" if c in _NUMERIC else "---" for c in columns) + " |"]
     for row in rows:
-        lines.append("| " + " | ".join(esc(_cell(c, row[c], dec)) for c in columns) + " |")
-    lines += ["", "![learning curves](learning_curves.png)", "",
-              "![objective vs searched parameters](objective_vs_params.png)", ""]
-    return "\n".join(lines)
+        lines.append("| " + " | ".join(esc(_cell(c, row.get(c), dec)) for c in columns) + " |")
+    return lines
 
 
+_NUMERIC = {"n", "mean", "std", "mean_std", "ci95", "bootstrap95", "best", "stopped", "failed"}
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;
 color:#222;max-width:1400px}table{border-collapse:collapse;margin:1em 0;font-size:14px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f2f2f2}
 td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%;display:block;
 margin:1em 0}"""
+_NUMBER = re.compile(r"^(?:[-+]?\d|\[[-+]?\d|< \d|-$)")
+_IMAGE = re.compile(r"^!\[(?P<alt>[^\]]*)\]\((?P<src>[^)]+)\)$")
 
 
-def html_page(title, summary_md, columns, rows, dec, images: dict[str, bytes]) -> str:
-    """ablation.html: the same as the Markdown, one file with the PNGs embedded."""
-    # the summary uses `code` spans; render them as <code>
-    parts = html.escape(summary_md).split("`")
-    summary = "".join(p if i % 2 == 0 else f"<code>{p}</code>" for i, p in enumerate(parts))
-    numeric = {"n", "mean", "std", "mean_std", "best", "stopped", "failed"}
+def _inline(text: str) -> str:
+    """Markdown `code` and **bold** spans of one line, as HTML (the rest escaped)."""
+    parts = html.escape(text.replace("\\|", "|")).split("`")
+    out = "".join(p if i % 2 == 0 else f"<code>{p}</code>" for i, p in enumerate(parts))
+    bold = out.split("**")
+    return "".join(p if i % 2 == 0 else f"<strong>{p}</strong>" for i, p in enumerate(bold))
+
+
+def _cells(line: str) -> list[str]:
+    cells = re.split(r"(?<!\\)\|", line.strip().strip("|"))
+    return [c.strip() for c in cells]
+
+
+def _html_table(block: list[str]) -> list[str]:
+    out = ["<table>", "<thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in _cells(block[0]))
+           + "</tr></thead><tbody>"]
+    for line in block[2:]:
+        out.append("<tr>" + "".join(("<td class=\"num\">" if _NUMBER.match(c) else "<td>") + _inline(c) + "</td>"
+                                    for c in _cells(line)) + "</tr>")
+    return out + ["</tbody></table>"]
+
+
+def html_page(title: str, markdown_text: str, images: dict[str, bytes]) -> str:
+    """ablation.html: the Markdown report as one self-contained page (PNGs embedded)."""
     out = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-           f"<h1>{html.escape(title)}</h1>", f"<p>{summary}</p>", "<table>", "<thead><tr>"]
-    out += [f"<th>{html.escape(_HEADERS.get(c, c))}</th>" for c in columns]
-    out.append("</tr></thead><tbody>")
-    for row in rows:
-        cells = "".join(("<td class=\"num\">" if c in numeric else "<td>")
-                        + html.escape(_cell(c, row[c], dec)) + "</td>" for c in columns)
-        out.append(f"<tr>{cells}</tr>")
-    out.append("</tbody></table>")
-    for name, alt in (("learning_curves.png", "learning curves"),
-                      ("objective_vs_params.png", "objective vs searched parameters")):
-        data = base64.b64encode(images[name]).decode("ascii")
-        out.append(f"<h2>{html.escape(alt)}</h2>")
-        out.append(f"<img alt=\"{html.escape(alt)}\" src=\"data:image/png;base64,{data}\">")
+           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
+    lines = markdown_text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("|"):
+            j = i
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            out += _html_table(lines[i:j])
+            i = j
+            continue
+        image = _IMAGE.match(line)
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 4)
+            out.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
+        elif image and image["src"] in images:
+            data = base64.b64encode(images[image["src"]]).decode("ascii")
+            out.append(f"<img alt=\"{html.escape(image['alt'])}\" src=\"data:image/png;base64,{data}\">")
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+        i += 1
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

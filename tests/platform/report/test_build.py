@@ -208,7 +208,8 @@ def test_files_written(search_report, report_dir):
 
 def test_ablation_csv_parses_back_to_the_table(search_report):
     rows = read_csv(search_report.files["ablation.csv"])
-    assert list(rows[0]) == search_report.columns == ["attraction_strategy"] + R.TABLE_STATS
+    assert list(rows[0]) == search_report.columns + ["ci_low", "ci_high", "boot_low", "boot_high", "interval"]
+    assert search_report.columns == ["attraction_strategy"] + R.TABLE_STATS
     assert [r["attraction_strategy"] for r in rows] == [
         "leoclr", "attract_all", "moco_v2", "leoclr_random_original"]
     leo = rows[0]
@@ -216,6 +217,10 @@ def test_ablation_csv_parses_back_to_the_table(search_report):
     assert (leo["best_trial"], int(leo["stopped"]), int(leo["failed"])) == ("t2", 1, 1)
     assert rows[1]["std"] == ""                        # n = 1
     assert rows[3]["n"] == "0" and rows[3]["mean"] == ""
+    # the t-interval of 40, 42, 47: 43 +- t(0.975, 2) * sqrt(13) / sqrt(3), t = 4.302653
+    half = 4.302652729911275 * math.sqrt(13) / math.sqrt(3)
+    assert float(leo["ci_low"]) == pytest.approx(43 - half) and float(leo["ci_high"]) == pytest.approx(43 + half)
+    assert leo["interval"] == "t" and leo["boot_low"] == ""      # n = 3 < 5: no bootstrap
 
 
 def test_markdown_has_title_summary_exact_rows_and_images(search_report):
@@ -226,11 +231,18 @@ def test_markdown_has_title_summary_exact_rows_and_images(search_report):
     summary = next(l for l in lines if l.startswith("Compared"))
     assert "`val_knn_top1`" in summary and "higher is better" in summary and "9 runs" in summary
     assert "6 finished" in summary and "2 stopped early" in summary and "1 failed" in summary
-    table = [l for l in lines if l.startswith("|")]
+    first = lines.index(next(l for l in lines if l.startswith("|")))
+    table = []
+    for l in lines[first:]:
+        if not l.startswith("|"):
+            break
+        table.append(l)
     assert len(table) == 2 + 4                          # header, rule, one line per group
     body = [[c.strip() for c in l.strip("|").split("|")] for l in table[2:]]
     assert [b[0] for b in body] == ["leoclr", "attract_all", "moco_v2", "leoclr_random_original"]
     assert body[0][1:5] == ["3", "43.00", "3.61", "43.00 ± 3.61"]
+    assert body[0][5] == f"[{43 - 4.302653 * math.sqrt(13 / 3):.2f}, {43 + 4.302653 * math.sqrt(13 / 3):.2f}]"
+    assert body[0][6] == "-"                            # no bootstrap at n = 3
     assert body[1][3] == "-"                            # n = 1: no std
     assert body[3][1:5] == ["0", "-", "-", "-"]
     assert "![learning curves](learning_curves.png)" in md
@@ -263,7 +275,8 @@ def test_pngs_are_images_and_html_embeds_them(search_report):
     assert ".png\"" not in page                          # no link to a file beside it
     first = page.split("data:image/png;base64,")[1].split('"')[0]
     assert base64.b64decode(first) == search_report.files["learning_curves.png"].read_bytes()
-    assert page.count("<tr>") == 1 + 4 and "<td class=\"num\">43.00 ± 3.61</td>" in page
+    first_table = page.split("<table>")[1].split("</table>")[0]
+    assert first_table.count("<tr>") == 1 + 4 and "<td class=\"num\">43.00 ± 3.61</td>" in page
 
 
 def test_report_is_deterministic(search_report, tmp_path):
@@ -276,23 +289,57 @@ def test_report_is_deterministic(search_report, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # plots
 
+def run_lines(ax):
+    return [line for line in ax.get_lines() if str(line.get_gid()).startswith("run:")]
+
+
 def test_learning_curves_one_line_per_run_styled_by_status(search_records):
     fig = R.plot_learning_curves(search_records, "val_knn_top1")
     ax = fig.axes[0]
-    lines = ax.get_lines()
+    lines = run_lines(ax)
     with_history = [r for r in search_records if r.history]
     assert len(lines) == len(with_history) == 8         # the FAILED run has no history
+    assert [line.get_gid() for line in lines] == [f"run:{r.trial_id}" for r in with_history]
     styles = {r.trial_id: line.get_linestyle() for r, line in zip(with_history, lines)}
     assert styles["t4"] == "--" and styles["t9"] == "--" and styles["t1"] == "-"
+    # stopped runs carry a marker at every point, so a run stopped after one epoch is visible
+    markers = {r.trial_id: line.get_marker() for r, line in zip(with_history, lines)}
+    assert markers["t9"] == "o" and markers["t4"] == "o" and markers["t1"] in ("None", None, "")
     colors = {r.trial_id: line.get_color() for r, line in zip(with_history, lines)}
     assert colors["t1"] == colors["t2"] == R.STRATEGY_COLORS["leoclr"]
     assert colors["t6"] == R.STRATEGY_COLORS["moco_v2"] != colors["t1"]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     for s in ("moco_v2", "leoclr", "leoclr_random_original", "attract_all"):
         assert labels.count(s) == 1                     # one legend entry per strategy
+    assert "stopped early (ASHA)" in labels and "95 % CI of the mean (t)" in labels
+    stopped = ax.get_legend().legend_handles[labels.index("stopped early (ASHA)")]
+    assert stopped.get_linestyle() == "--" and stopped.get_marker() == "o"
     # a failed run with a history is dotted
     failed = run("f", "leoclr", 10.0, "FAILED")
-    assert R.plot_learning_curves([failed], "val_knn_top1").axes[0].get_lines()[0].get_linestyle() == ":"
+    assert run_lines(R.plot_learning_curves([failed], "val_knn_top1").axes[0])[0].get_linestyle() == ":"
+
+
+def test_learning_curves_mean_and_band_per_strategy_from_the_first_epoch():
+    # two moco_v2 runs over epochs 2..4: (10, 20) at epoch 2, mean 15; (30, 60) at epoch 4, mean 45,
+    # sd 15 sqrt 2, band 45 +- t(0.975, 1) * 15 = 45 +- 12.706 * 15 (the widest: the band's lowest point)
+    recs = [run("a", "moco_v2", 30.0, epochs=3), run("b", "moco_v2", 60.0, epochs=3)]
+    for r in recs:
+        r.history["val_knn_top1"] = [(e + 1, v) for e, v in r.history["val_knn_top1"]]
+    ax = R.plot_learning_curves(recs, "val_knn_top1", max_epochs=4).axes[0]
+    mean = next(line for line in ax.get_lines() if line.get_gid() == "mean:moco_v2")
+    assert list(mean.get_xdata()) == [2, 3, 4] and mean.get_ydata()[0] == pytest.approx(15.0)
+    (band,) = [c for c in ax.collections if c.get_gid() == "band:moco_v2"]
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert min(ys) == pytest.approx(45.0 - 12.706204736 * 15.0, rel=1e-6)
+    assert max(ys) == pytest.approx(45.0 + 12.706204736 * 15.0, rel=1e-6)
+    assert ax.get_xlim() == (2.0, 4.0)                  # no empty epoch 0 or 1
+    assert ax.get_ylabel() == "val_knn_top1 (%)" and ax.get_xlabel() == "epoch"
+
+
+def test_a_single_epoch_axis_is_not_empty():
+    ax = R.plot_learning_curves([run("a", "leoclr", 40.0, "KILLED", epochs=1)], "val_knn_top1").axes[0]
+    assert ax.get_xlim() == (0.5, 1.5)
+    assert run_lines(ax)[0].get_marker() == "o" and run_lines(ax)[0].get_linestyle() == "--"
 
 
 def test_objective_vs_params_axes(search_records):
@@ -361,7 +408,7 @@ def test_run_without_history_uses_final_metric(tmp_path):
     rep = build_report(recs, searched=SEARCHED, grid=False, title="t", out_dir=tmp_path)
     assert (rep.rows[0]["n"], rep.rows[0]["mean"]) == (2, pytest.approx(42.0))
     ax = R.plot_learning_curves(recs, "val_knn_top1").axes[0]
-    assert len(ax.get_lines()) == 1 and "1 run without history" in ax.get_title()
+    assert len(run_lines(ax)) == 1 and "1 run without history" in ax.get_title()
     runs = read_csv(rep.files["runs.csv"])
     assert len(runs) == 2 and {r["epochs"] for r in runs} == {"4"}
     # and a run with only a history (no final metrics) takes its last point
