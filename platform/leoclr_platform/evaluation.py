@@ -125,15 +125,15 @@ def read_checkpoint(path: str) -> tuple[Path, dict[str, bytes]]:
         else:
             raise CheckpointError(f"holds no {ENCODER_FILE} and no checkpoint folder with one (checkpoints/"
                                   "epoch_NNNN/, as `leoclr train` writes)", source=str(path))
+    from trainables.checkpoint import load_encoder
+
+    load_encoder(folder)  # a foreign or truncated file, or a backbone that does not match, fails here
     files = {}
     for name in (ENCODER_FILE, CONFIG_FILE):
         try:
             files[name] = (folder / name).read_bytes()
         except OSError as exc:
             raise CheckpointError(f"cannot read it: {exc.strerror or exc}", source=str(folder / name)) from None
-    from leoclr_platform.evaluation_compute import load_files
-
-    load_files(files)  # a foreign or truncated file, or a backbone that does not match, fails here
     return folder.resolve(), files
 
 
