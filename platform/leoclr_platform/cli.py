@@ -128,7 +128,8 @@ def cmd_sweep(args) -> int:
         if not args.space:
             raise spaces.SpaceError("give a search space (a shipped name or a YAML path): "
                                     + ", ".join(spaces.named_spaces()), source="leoclr sweep")
-        spec = spaces.load_space(args.space)  # everything is validated here, before Ray starts
+        # everything is validated here, before Ray starts (a dry run reports missing data as a note)
+        spec = spaces.load_space(args.space, check_data=not args.dry_run)
         if args.smoke_test:
             spec = smoke_space(spec)
         if args.dry_run:
@@ -145,6 +146,10 @@ def print_dry_run(spec) -> None:
     from leoclr_platform import spaces
 
     print(spaces.describe(spec))
+    try:
+        spaces.validate_space(spec)  # with the data check a real run makes
+    except spaces.SpaceError as exc:
+        print(f"note: a run here would refuse it: {exc}")
     print("\nfirst configurations:")
     for cfg in spaces.sample_configs(spec, min(5, spec.total_trials())):
         print("  " + json.dumps(cfg))
