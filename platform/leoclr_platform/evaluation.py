@@ -71,7 +71,7 @@ def evaluate_model(uri: str, model_uri: str | None = None, *, checkpoint: str | 
     mv, alias = resolve_model_version(c, model_uri)
     with tempfile.TemporaryDirectory(prefix="leoclr_model_") as tmp:
         files = download_encoder(c, mv, Path(tmp))
-    outcome = _run_where_the_compute_is(files, request, dataset, data_root, device, address,
+    outcome = _run_where_the_compute_is(files, request, dataset, data_root, device, address, out,
                                         announce=lambda where: out(f"evaluating {model_uri} (version "
                                                                    f"{mv.version}) in {where} ..."))
     run_id = log_evaluation(c, uri, outcome, mv=mv, alias=alias, model_uri=model_uri)
@@ -90,7 +90,7 @@ def _evaluate_checkpoint(uri, checkpoint, request, dataset, data_root, device, a
     tracking.check_store(uri)
     tracking.use_store(uri)
     c = tracking.client(uri)
-    outcome = _run_where_the_compute_is(files, request, dataset, data_root, device, address,
+    outcome = _run_where_the_compute_is(files, request, dataset, data_root, device, address, out,
                                         announce=lambda where: out(f"evaluating checkpoint {folder} in {where} ..."))
     run_id = log_evaluation(c, uri, outcome, checkpoint=str(folder))
     _print(outcome, out)
@@ -100,7 +100,8 @@ def _evaluate_checkpoint(uri, checkpoint, request, dataset, data_root, device, a
 
 
 def _print(outcome: dict[str, Any], out: Callable[[str], None]) -> None:
-    out(format_settings(outcome["protocols"]))
+    if not outcome.get("settings_shown"):  # a Ray task's: shown after its compute
+        out(format_settings(outcome["protocols"]))
     out(format_table(outcome))
 
 
@@ -156,13 +157,13 @@ def download_encoder(c, mv, dst: Path) -> dict[str, bytes]:
     return files
 
 
-def _run_where_the_compute_is(files, request, dataset, data_root, device, address,
+def _run_where_the_compute_is(files, request, dataset, data_root, device, address, out: Callable[[str], None],
                               announce: Callable[[str], None]) -> dict[str, Any]:
     """`evaluate_files` in this process, or as a Ray task with `address` (or inside a Ray job,
     where RAY_ADDRESS is set): on one GPU when the cluster has one."""
     if not (address or os.environ.get("RAY_ADDRESS")):
         announce("this process")
-        return evaluate_files(files, request, dataset, data_root, device)
+        return evaluate_files(files, request, dataset, data_root, device, out=out)
     import ray
 
     from leoclr_platform.sweep import connect_ray

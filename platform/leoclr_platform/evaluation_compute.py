@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 #: Metrics of a protocol's result that measure accuracy (the baseline row repeats these).
 ACCURACY_KEYS = ("top1", "top5", "drop", "linear_top1", "linear_top5", "finetune_top1", "finetune_top5")
@@ -45,9 +45,11 @@ def load_files(files: Mapping[str, bytes]):
 
 
 def evaluate_files(files: dict[str, bytes], request: dict[str, Any], dataset: str | None,
-                   data_root: str | None, device: str | None) -> dict[str, Any]:
+                   data_root: str | None, device: str | None, out: Callable[[str], None] | None = None
+                   ) -> dict[str, Any]:
     """Evaluate the encoder in `files` by `request` ({"protocols": text, "settings": {name or
-    kind: {field: value}}, "baseline": bool}); returns the outcome (see `_outcome`)."""
+    kind: {field: value}}, "baseline": bool}); returns the outcome (see `_outcome`). `out`
+    (in this process only): prints the resolved settings before the compute starts."""
     import torch
 
     from trainables.data import load_data
@@ -63,6 +65,10 @@ def evaluate_files(files: dict[str, bytes], request: dict[str, Any], dataset: st
     view = cfg.resolved_view_size
     transfer = {s.name: load_transfer_data(s.settings, view, source=s.name) for s in specs if s.kind == "transfer"}
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if out is not None:
+        from leoclr_platform.evaluation_format import format_settings
+
+        out(format_settings({s.name: {"kind": s.kind, "settings": s.settings.to_dict()} for s in specs}))
     start = now_ms()
     measured = run_timed(encoder.backbone, data, specs, transfer, view, device)
     baseline = None
@@ -71,7 +77,8 @@ def evaluate_files(files: dict[str, bytes], request: dict[str, Any], dataset: st
 
         random = recalibrated_random_backbone(cfg, data, device)
         baseline = run_timed(random, data, specs, transfer, view, device)
-    return _outcome(specs, measured, baseline, name=name, device=device, cfg=cfg, start=start)
+    outcome = _outcome(specs, measured, baseline, name=name, device=device, cfg=cfg, start=start)
+    return {**outcome, "settings_shown": out is not None}
 
 
 def protocol_settings(cfg, settings: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

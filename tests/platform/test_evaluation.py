@@ -86,6 +86,8 @@ def test_a_checkpoint_is_evaluated_without_the_registry(mlflow_uri, tiny_run, mo
     result = evaluate_model(mlflow_uri, checkpoint=str(tiny_run), protocols="knn", out=printed.append)
     assert result["checkpoint"].endswith("epoch_0002")  # the newest checkpoint of the folder
     assert printed[0].startswith("evaluating checkpoint ") and "epoch_0002 in this process" in printed[0]
+    # the resolved settings come before the compute (here: the run's own kNN k and t)
+    assert printed[1].splitlines()[1].startswith("  knn (knn): k=10, temperature=0.1, ")
     from leoclr_platform import tracking
 
     c = tracking.client(mlflow_uri)
