@@ -83,7 +83,9 @@ def _check_logged_model_link(c, parent, promoted) -> None:
 def test_a_checkpoint_is_evaluated_without_the_registry(mlflow_uri, tiny_run, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     printed = []
-    result = evaluate_model(mlflow_uri, checkpoint=str(tiny_run), protocols="knn", out=printed.append)
+    transfer = {"modes": ["linear"], "linear": {"epochs": 2, "augment": "none"}}
+    result = evaluate_model(mlflow_uri, checkpoint=str(tiny_run), protocols="knn,transfer:digits",
+                            settings={"transfer:digits": transfer}, out=printed.append)
     assert result["checkpoint"].endswith("epoch_0002")  # the newest checkpoint of the folder
     assert printed[0].startswith("evaluating checkpoint ") and "epoch_0002 in this process" in printed[0]
     # the resolved settings come before the compute (here: the run's own kNN k and t)
@@ -95,6 +97,11 @@ def test_a_checkpoint_is_evaluated_without_the_registry(mlflow_uri, tiny_run, mo
     assert parent.data.tags["checkpoint"] == result["checkpoint"] and parent.data.tags["model_version"] == ""
     assert parent.data.metrics["knn_top1"] == result["results"]["knn_top1"]
     assert "baseline_knn_top1" in parent.data.metrics
+    assert parent.data.metrics["transfer_digits_linear_top1"] == parent.data.metrics["transfer_digits_top1"]
+    assert "baseline_transfer_digits_linear_top1" in parent.data.metrics
+    child = c.search_runs([parent.info.experiment_id], "tags.protocol = 'transfer:digits'")[0]
+    steps = [m.step for m in c.get_metric_history(child.info.run_id, "transfer_digits_linear_train_loss")]
+    assert steps == [1, 2]  # the transfer's linear half, per epoch
     assert c.search_registered_models() == []
 
 
