@@ -135,7 +135,8 @@ def cmd_sweep(args) -> int:
         if not args.space:
             raise spaces.SpaceError("give a search space (a shipped name or a YAML path): "
                                     + ", ".join(spaces.named_spaces()), source="leoclr sweep")
-        spec = spaces.load_space(args.space)  # everything is validated here, before Ray starts
+        # everything is validated here, before Ray starts (a dry run reports missing data as a note)
+        spec = spaces.load_space(args.space, check_data=not args.dry_run)
         if args.smoke_test:
             spec = smoke_space(spec)
         if args.dry_run:
@@ -152,6 +153,10 @@ def print_dry_run(spec) -> None:
     from leoclr_platform import spaces
 
     print(spaces.describe(spec))
+    try:
+        spaces.validate_space(spec)  # with the data check a real run makes
+    except spaces.SpaceError as exc:
+        print(f"note: a run here would refuse it: {exc}")
     print("\nfirst configurations:")
     for cfg in spaces.sample_configs(spec, min(5, spec.total_trials())):
         print("  " + json.dumps(cfg))
@@ -236,38 +241,71 @@ def cmd_promote(args) -> int:
 
 
 def _evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="linear evaluation, kNN and random-crop test of a registered encoder",
-                       description="MODEL is models:/<name>@<alias> or models:/<name>/<version>.")
-    p.add_argument("model", help="e.g. models:/leoclr-encoder@candidate")
+    p = sub.add_parser("evaluate", help="the paper's evaluation protocols on a registered encoder or a checkpoint",
+                       description="MODEL is models:/<name>@<alias> or models:/<name>/<version>; or give "
+                                   "--checkpoint PATH (a `leoclr train` output folder, no registry). Every "
+                                   "protocol also runs on the recalibrated random baseline (same backbone and "
+                                   "seed), printed beside the encoder's numbers (docs/method.md, Evaluation).")
+    p.add_argument("model", nargs="?", help="e.g. models:/leoclr-encoder@candidate")
+    p.add_argument("--checkpoint", metavar="PATH", help="evaluate a `leoclr train` output folder (or one of its "
+                                                        "checkpoints/epoch_NNNN folders) instead of a registered model")
+    p.add_argument("--protocols", default="knn,linear,random_crop",
+                   help="comma-separated: knn, linear, random_crop, semi_1pct, semi_10pct, semi_<N>pct, "
+                        "semi:<fraction>, transfer:<dataset> (default: knn,linear,random_crop)")
     p.add_argument("--dataset", help="labelled data set (default: the one the encoder was trained on)")
     p.add_argument("--data-root", help="its folder (ImageFolder / CIFAR / STL-10 / Parquet)")
-    p.add_argument("--linear-epochs", type=int, help="linear classifier epochs (default 100, MoCo's protocol)")
+    p.add_argument("--linear-epochs", type=int, help="linear classifier epochs (default 100, MoCo's protocol); "
+                                                     "same as --set linear.epochs=N")
     p.add_argument("--augment", choices=("crop_flip", "none"),
-                   help="classifier train views: crop_flip (MoCo's protocol) or none (cached center-view features; fast)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="any linear-protocol field, e.g. --set lr=10 (see docs/tracking.md)")
+                   help="linear classifier train views: crop_flip (MoCo's protocol) or none (cached center-view "
+                        "features; fast); same as --set linear.augment=...")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PROTOCOL.FIELD=VALUE",
+                   help="a protocol's (or kind's) setting, e.g. --set linear.lr=10 --set semi_10pct.epochs=5 "
+                        "--set transfer:cifar100.data_root=/data/c100; a bare FIELD is a linear field")
     p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
     p.add_argument("--address", help="run the evaluation as a task on this Ray cluster (a GPU if it has one)")
-    p.add_argument("--smoke-test", action="store_true", help="2 classifier epochs on cached features")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="seconds-long: 2 linear epochs on cached features, 1 fine-tuning epoch")
     _tracking_args(p)
     p.set_defaults(func=cmd_evaluate)
 
 
-def cmd_evaluate(args) -> int:
+#: What --smoke-test sets, per protocol kind (only for the kinds that run).
+EVALUATE_SMOKE = {"linear": {"epochs": 2, "augment": "none"}, "semi": {"epochs": 1},
+                  "transfer": {"linear": {"epochs": 2, "augment": "none"}, "finetune": {"epochs": 1}}}
+
+
+def evaluate_settings(args) -> dict:
+    """--set PROTOCOL.FIELD=VALUE (and the shorthands) -> {protocol or kind: {field: value}}."""
     from trainables.config import parse_overrides
 
+    settings: dict = {}
+    for key, value in parse_overrides(args.overrides).items():
+        protocol, dot, field = key.rpartition(".")
+        settings.setdefault(protocol if dot else "linear", {})[field] = value
+    linear = settings.setdefault("linear", {})
+    if args.linear_epochs is not None:
+        linear["epochs"] = args.linear_epochs
+    if args.augment:
+        linear["augment"] = args.augment
+    if not linear:
+        del settings["linear"]
+    if args.smoke_test:
+        names = [n.strip() for n in args.protocols.split(",")]  # checked with the settings, later
+        kinds = {("linear" if n == "random_crop" else n.split(":")[0].split("_")[0] if n.startswith(("semi", "transfer"))
+                  else n) for n in names}
+        for kind in kinds & set(EVALUATE_SMOKE):
+            settings[kind] = {**EVALUATE_SMOKE[kind], **settings.get(kind, {})}
+    return settings
+
+
+def cmd_evaluate(args) -> int:
     from leoclr_platform.evaluation import evaluate_model
     from leoclr_platform.tracking import resolve_tracking_uri
 
-    overrides = parse_overrides(args.overrides)
-    if args.smoke_test:
-        overrides = {"epochs": 2, "augment": "none", **overrides}
-    if args.linear_epochs is not None:
-        overrides["epochs"] = args.linear_epochs
-    if args.augment:
-        overrides["augment"] = args.augment
-    evaluate_model(resolve_tracking_uri(args.tracking_uri), args.model, dataset=args.dataset,
-                   data_root=args.data_root, protocol_overrides=overrides, device=args.device, address=args.address)
+    evaluate_model(resolve_tracking_uri(args.tracking_uri), args.model, checkpoint=args.checkpoint,
+                   protocols=args.protocols, settings=evaluate_settings(args), dataset=args.dataset,
+                   data_root=args.data_root, device=args.device, address=args.address)
     return 0
 
 

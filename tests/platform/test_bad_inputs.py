@@ -87,6 +87,15 @@ def _truncated_checkpoint(dest: Path, ckpt: Path) -> None:
     dest.write_bytes(data[: len(data) // 2])  # a copy cut short (disk full, killed rsync)
 
 
+def _other_backbone_checkpoint(dest: Path, ckpt: Path) -> None:
+    """The checkpoint with its config.json naming resnet18 while encoder.pt holds the small CNN."""
+    import json
+
+    shutil.copytree(ckpt, dest)
+    config = json.loads((dest / "config.json").read_text())
+    (dest / "config.json").write_text(json.dumps({**config, "backbone": "resnet18"}))
+
+
 def _store_with_model(dest: Path, ckpt: Path) -> None:
     """The row's own MLflow store (`dest`, already a copy of the schema-only template) with a
     registered model `leoclr-encoder`: version 1, alias @candidate (never loaded by any row)."""
@@ -433,11 +442,37 @@ ROWS: list[Row] = [
         files=MODEL_STORE),
     Row("evaluate-protocol-unknown-field", "--set of a linear-protocol field that does not exist",
         evaluate(CANDIDATE, "--set", "lr_typo=3"),
-        r"evaluate: unknown field\(s\) 'lr_typo' of LinearProtocol; known: amp, augment, batch_size, epochs, .*, lr, ",
+        r"linear: unknown field\(s\) 'lr_typo' of LinearProtocol; known: amp, augment, batch_size, epochs, .*, lr, ",
         files=MODEL_STORE),
     Row("evaluate-protocol-bad-value", "--set of a linear-protocol value out of range",
-        evaluate(CANDIDATE, "--set", "epochs=0"), r"evaluate: LinearProtocol\.epochs=0: must be an integer >= 1$",
+        evaluate(CANDIDATE, "--set", "epochs=0"), r"linear: LinearProtocol\.epochs=0: must be an integer >= 1$",
         files=MODEL_STORE),
+    Row("evaluate-protocol-unknown", "a misspelt protocol name",
+        evaluate(CANDIDATE, "--protocols", "knn,linaer"),
+        r"--protocols: protocol='linaer': unknown protocol \(did you mean 'linear'\?\); choose from ", files=MODEL_STORE),
+    Row("evaluate-label-fraction", "a semi-supervised label fraction outside (0, 1]",
+        evaluate(CANDIDATE, "--protocols", "semi:1.5"),
+        r"--protocols: protocol='semi:1.5': the label fraction 1\.5 must be in \(0, 1\]", files=MODEL_STORE),
+    Row("evaluate-setting-unused", "--set for a protocol that is not in --protocols",
+        evaluate(CANDIDATE, "--protocols", "knn", "--set", "semi_10pct.epochs=3"),
+        r"--set: protocol='semi_10pct': settings for a protocol that is not run", files=MODEL_STORE),
+    Row("evaluate-setting-unknown-field", "--set of a field a semi-supervised protocol does not have",
+        evaluate(CANDIDATE, "--protocols", "semi_10pct", "--set", "semi_10pct.epoch=3"),
+        r"semi_10pct: unknown field\(s\) 'epoch' \(did you mean 'epochs'\?\) of FinetuneProtocol", files=MODEL_STORE),
+    Row("evaluate-transfer-no-root", "transfer to a dataset without its folder",
+        evaluate(CANDIDATE, "--protocols", "transfer:cifar100"),
+        r"transfer:cifar100: TransferProtocol\.data_root=None: dataset 'cifar100' needs data_root", files=MODEL_STORE),
+    Row("evaluate-transfer-missing", "transfer to a dataset whose folder does not exist",
+        evaluate("--checkpoint", "ckpt", "--protocols", "knn,transfer:cifar100",
+                 "--set", "transfer:cifar100.data_root=nope"),
+        r"transfer:cifar100: TransferProtocol\.data_root='nope': cannot load the transfer dataset 'cifar100'",
+        files={"ckpt": _copy_checkpoint}),
+    Row("evaluate-no-model", "leoclr evaluate with neither a model URI nor --checkpoint",
+        evaluate(), r"evaluate: give exactly one of MODEL_URI \(models:/<name>@<alias>\) or --checkpoint PATH$"),
+    Row("evaluate-checkpoint-missing", "--checkpoint of a folder that does not exist",
+        evaluate("--checkpoint", "nope"), r"nope: no such checkpoint folder \(give a `leoclr train` output folder"),
+    Row("evaluate-checkpoint-backbone-mismatch", "--checkpoint whose config names another backbone than its weights",
+        evaluate("--checkpoint", "ckpt"), r"ckpt/encoder\.pt: .*", files={"ckpt": _other_backbone_checkpoint}),
     Row("report-unknown-sweep", "leoclr report of a sweep the tracking store does not hold",
         ("report", "nosuch"),
         r"no sweep named 'nosuch' in the tracking store sqlite:///.*/mlflow\.db \(check the name, or --tracking-uri"),
@@ -538,6 +573,8 @@ def test_bad_input(row: Row, tmp_path, monkeypatch, capsys, checkpoint_dir, stor
     monkeypatch.setattr("mlflow.register_model", guard("mlflow.register_model"))
     monkeypatch.setattr(evaluation, "download_encoder", guard("evaluation.download_encoder"))
     monkeypatch.setattr(trainables.eval, "evaluate_encoder", guard("evaluate_encoder"))
+    for name in ("run_protocols", "run_transfer", "recalibrated_random_backbone"):
+        monkeypatch.setattr(trainables.eval, name, guard(name))
     monkeypatch.setattr(report_command, "build_report", guard("build_report"))
     monkeypatch.setattr(subprocess, "call", guard("subprocess.call"))
 

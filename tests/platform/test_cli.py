@@ -81,8 +81,17 @@ def test_the_registry_report_and_sync_commands_call_the_library(calls):
     assert args == ("sqlite:////tmp/store.db",) and kwargs["sweep"] == "s1" and kwargs["alias"] == "champion"
     cli.main(["evaluate", "models:/leoclr-encoder@candidate", "--smoke-test", "--linear-epochs", "5"])
     args, kwargs = calls["evaluate_model"]
-    assert args[1] == "models:/leoclr-encoder@candidate"
-    assert kwargs["protocol_overrides"] == {"epochs": 5, "augment": "none"}
+    assert args[1] == "models:/leoclr-encoder@candidate" and kwargs["checkpoint"] is None
+    assert kwargs["protocols"] == "knn,linear,random_crop"
+    assert kwargs["settings"] == {"linear": {"epochs": 5, "augment": "none"}}
+    assert cli.main(["evaluate", "--checkpoint", "runs/train-1", "--protocols", "knn,semi_10pct,transfer:cifar100",
+                     "--set", "semi_10pct.epochs=3", "--set", "transfer:cifar100.data_root=/d",
+                     "--set", "semi:0.05.lr=1", "--smoke-test"]) == 0
+    args, kwargs = calls["evaluate_model"]
+    assert args[1] is None and kwargs["checkpoint"] == "runs/train-1"
+    assert kwargs["settings"] == {"semi_10pct": {"epochs": 3}, "transfer:cifar100": {"data_root": "/d"},
+                                  "semi:0.05": {"lr": 1}, "semi": {"epochs": 1},
+                                  "transfer": {"linear": {"epochs": 2, "augment": "none"}, "finetune": {"epochs": 1}}}
     cli.main(["report", "s1", "--out", "/tmp/rep"])
     assert calls["report_sweep"][0] == ("sqlite:////tmp/store.db", "s1", "/tmp/rep")
     cli.main(["sync", "s1", "--storage", "/tmp/r"])

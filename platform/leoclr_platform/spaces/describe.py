@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from leoclr_platform.spaces.schema import MONITOR_METRICS, ParamSpec, SweepSpec, fmt
+from leoclr_platform.spaces.schema import MONITOR_METRICS, ParamSpec, SweepSpec, fmt, preset_fill
 from leoclr_platform.spaces.trials import asha_rungs
 
 METRICS_VERB = {"max": "maximise", "min": "minimise"}
@@ -75,6 +75,11 @@ def _keys_lines(spec: SweepSpec) -> list[str]:
         if key != "epochs":
             lines.append(f"  {key:<{width}} = {fmt(value)}")
     lines.append(f"  {'epochs':<{width}} = {spec.max_epochs}  (budget.max_epochs)")
+    filled = {k: v for k, v in preset_fill(spec.base).items() if k not in spec.base and k != "epochs"}
+    if filled:
+        lines.append(f"filled by preset {spec.base['preset']} (base and space keys override it):")
+        lines.extend(f"  {key:<{width}} = {fmt(value)}" for key, value in filled.items()
+                     if spec.param(key) is None)
     lines.append("searched (file order):")
     for p in spec.params:
         lines.append(f"  {p.name:<{width}}   {describe_param(p)}")

@@ -26,6 +26,7 @@ from leoclr_platform.spaces.schema import (
     ParamSpec,
     SweepSpec,
     config_defaults,
+    preset_fill,
     type_name,
 )
 from leoclr_platform.spaces.validate import validate_space
@@ -103,7 +104,8 @@ def parse_space(text: str, *, source: str = "space.yaml", path: Path | None = No
         metric=metric,
         metric_mode=objective.get("mode", METRICS.get(metric, "max") if isinstance(metric, str) else "max"),
         trials=budget.get("trials"),
-        max_epochs=max_epochs if max_epochs is not None else base.get("epochs", config_defaults()["epochs"]),
+        max_epochs=max_epochs if max_epochs is not None else base.get(
+            "epochs", preset_fill(base).get("epochs", config_defaults()["epochs"])),
         grace_period=budget.get("grace_period", 1), reduction_factor=budget.get("reduction_factor", 2),
         startup_trials=budget.get("startup_trials", 10), max_concurrent=budget.get("max_concurrent"),
         workers=resources.get("workers", 1), cpus_per_worker=resources.get("cpus_per_worker", 1),

@@ -146,8 +146,9 @@ class SweepSpec:
         return next((p for p in self.params if p.name == name), None)
 
     def fixed_values(self) -> dict[str, Any]:
-        """What every trial starts from: TrainConfig defaults, then base, then epochs/seed."""
-        return {**config_defaults(), **self.base, "epochs": self.max_epochs, "seed": self.seeds[0]}
+        """What every trial starts from: TrainConfig defaults, then base's preset, then base, then epochs/seed."""
+        return {**config_defaults(), **preset_fill(self.base), **self.base, "epochs": self.max_epochs,
+                "seed": self.seeds[0]}
 
     def cells(self) -> list[dict[str, Any]]:
         """Grid cells (searched keys only, no seed), in file order, honouring `when`."""
@@ -192,6 +193,15 @@ def config_defaults() -> dict[str, Any]:
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             out[f.name] = f.default_factory()  # type: ignore[misc]
     return out
+
+
+def preset_fill(base: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys `base`'s `preset` fills (trainables/presets.py; {} without one, or for an unknown
+    name, which validation refuses with a did-you-mean)."""
+    from trainables.presets import PRESETS
+
+    name = base.get("preset")
+    return dict(PRESETS[name]) if isinstance(name, str) and name in PRESETS else {}
 
 
 def field_type(name: str) -> type:

@@ -11,8 +11,8 @@ import yaml
 from leoclr_platform import spaces as S
 
 REPO = Path(__file__).resolve().parents[3]
-SHIPPED = ["demo", "leoclr_ablation", "mechanism", "smoke", "table8"]
-LOCAL = {"demo", "smoke"}  # the others point at a cluster's /data/cifar10
+SHIPPED = ["augmentation_removal", "demo", "leoclr_ablation", "mechanism", "smoke", "table8"]
+LOCAL = {"demo", "smoke"}  # the others point at a cluster's /data/cifar10 (or /data/stl10)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
