@@ -94,6 +94,7 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
     the best-checkpoint lookup and tracking read them alike. A retried trial (worker fault, driver
     restore) resumes from the newest good checkpoint there. A diverged trial leaves a marker, so
     a retry fails at once instead of training into the same divergence again."""
+    import ray
     import ray.tune
 
     from trainables.checkpoint import checkpoints_newest_first, prune_checkpoints, remove_partial_writes
@@ -107,10 +108,12 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
         raise TrialDiverged(marker.read_text())
     remove_partial_writes(run_dir)  # a save cut by a kill or an ASHA stop
 
+    node_id = ray.get_runtime_context().get_node_id()  # which node trained each epoch (multi-node)
+
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         if checkpoint_dir:
             prune_checkpoints(run_dir, spec.metric, spec.metric_mode, sweep.keep_checkpoints)
-        ray.tune.report(metrics)
+        ray.tune.report({**metrics, "node_id": node_id})
 
     has_checkpoint = bool(checkpoints_newest_first(run_dir))
     try:
@@ -184,9 +187,11 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if loop_config.get("use_gpu") else None
     status = loop_config.get("status")
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
 
     checkpoint = ray.train.get_checkpoint()
     try:
