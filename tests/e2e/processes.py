@@ -53,3 +53,70 @@ def kill_processes_working_under(folder: Path) -> list[int]:
             except OSError:
                 pass
     return killed
+
+
+def processes() -> list[tuple[int, int, str]]:
+    """(pid, ppid, command line) of every process, from /proc: `ps` output can be cut to the
+    terminal width, which would lose the markers below."""
+    rows = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = next(int(line.split()[1]) for line in (entry / "status").read_text().splitlines()
+                        if line.startswith("PPid:"))
+        except (OSError, StopIteration, ValueError):
+            continue  # exited meanwhile
+        rows.append((int(entry.name), ppid, args))
+    return rows
+
+
+def processes_naming(markers: tuple[str, ...]) -> set[int]:
+    """The processes whose command line names one of `markers` (a node's temp dir), and all their
+    descendants (workers, dashboard agents: their titles do not name the dir); never this one."""
+    me = os.getpid()
+    rows = processes()
+    found = {pid for pid, _, args in rows if any(m in args for m in markers) and pid != me}
+    grew = True
+    while grew:
+        children = {pid for pid, ppid, _ in rows if ppid in found and pid != me} - found
+        found |= children
+        grew = bool(children)
+    return found
+
+
+def stop_cluster(temp: Path, extra_markers: tuple[str, ...] = ()) -> None:
+    """Stop this cluster only (`ray stop` would kill every Ray process on the machine): kill the
+    processes whose command line names its temp dir, and all their descendants; then check that
+    none is left (a leaked head would slow every later test and eat the machine's memory)."""
+    import shutil
+    import time
+
+    markers = (str(temp),) + extra_markers
+    for pid in processes_naming(markers):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.time() + 30
+    while (left := processes_naming(markers)) and time.time() < deadline:
+        time.sleep(0.5)
+    shutil.rmtree(temp, ignore_errors=True)
+    assert not left, f"cluster processes still running after SIGKILL: {sorted(left)}"
+
+
+def ray_start(bin_dir: Path, args: list[str], env: dict[str, str], prefix: list[str] = ()) -> None:
+    """`ray start ARGS` (a head, or a node joining one) with usage stats off; fails with its output.
+    `prefix` runs it under another command (`unshare --mount ...`): the node's processes stay there."""
+    cmd = [*prefix, str(bin_dir / "ray"), "start", "--disable-usage-stats", *args]
+    start = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert start.returncode == 0, start.stdout + start.stderr
+
+
+def raylet_of(temp: Path) -> int:
+    """The pid of the raylet of the node started with --temp-dir `temp`."""
+    for pid, _, args in processes():
+        if args.split(" ", 1)[0].endswith("/raylet") and str(temp) in args:
+            return pid
+    raise LookupError(f"no raylet runs with temp dir {temp}")

@@ -15,12 +15,11 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from processes import free_port
+from processes import free_port, stop_cluster
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,56 +50,6 @@ def cluster(tmp_path_factory):
                "storage": storage}
     finally:  # the Ray client server is daemonised and names only its port
         stop_cluster(temp, (f"--port={client} ",))
-
-
-def _processes() -> list[tuple[int, int, str]]:
-    """(pid, ppid, command line) of every process, from /proc: `ps` output can be cut to the
-    terminal width, which would lose the markers below."""
-    rows = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            ppid = next(int(line.split()[1]) for line in (entry / "status").read_text().splitlines()
-                        if line.startswith("PPid:"))
-        except (OSError, StopIteration, ValueError):
-            continue  # exited meanwhile
-        rows.append((int(entry.name), ppid, args))
-    return rows
-
-
-def stop_cluster(temp: Path, extra_markers: tuple[str, ...] = ()) -> None:
-    """Stop this cluster only (`ray stop` would kill every Ray process on the machine): kill the
-    processes whose command line names its temp dir, and all their descendants; then check that
-    none is left (a leaked head would slow every later test and eat the machine's memory)."""
-    import shutil
-    import signal
-
-    me = os.getpid()
-    markers = (str(temp),) + extra_markers
-
-    def doomed_now() -> set[int]:
-        rows = _processes()
-        doomed = {pid for pid, _, args in rows if any(m in args for m in markers) and pid != me}
-        grew = True
-        while grew:  # add descendants (workers, dashboard agents: their titles do not name the dir)
-            children = {pid for pid, ppid, _ in rows if ppid in doomed and pid != me} - doomed
-            doomed |= children
-            grew = bool(children)
-        return doomed
-
-    doomed = doomed_now()
-    for pid in doomed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    deadline = time.time() + 30
-    while (left := doomed_now()) and time.time() < deadline:
-        time.sleep(0.5)
-    shutil.rmtree(temp, ignore_errors=True)
-    assert not left, f"cluster processes still running after SIGKILL: {sorted(left)}"
 
 
 def job_env(cluster) -> dict[str, str]:

@@ -23,6 +23,7 @@ from leoclr_platform.sweep.paths import SWEEP_META, TRAIN_DIR, default_storage, 
 from leoclr_platform.sweep.results import SweepOutcome, disk_history, error_line, stop_reason, summarize
 from leoclr_platform.sweep.runtime import check_reachable, check_resources, cluster_resources, connect_ray, \
     local_resources
+from leoclr_platform.sweep.storage_check import check_shared_storage
 from leoclr_platform.sweep.study import fail_zombie_trials, open_study_storage
 from leoclr_platform.sweep.sync import finish_tracking
 from leoclr_platform.sweep.trial import SweepContext, resolved_config, uses_ray_train
@@ -78,6 +79,7 @@ def run_sweep(request: SweepRequest) -> SweepOutcome:
                              launcher="ray_train" if uses_ray_train(plan.spec, plan.root) else "in_trial")
         write_meta(plan.root, plan.meta)
     connect_ray(request.address, num_cpus=request.num_cpus)
+    check_shared_storage(plan.root)  # a multi-node cluster: every node must see --storage
     concurrency = check_resources(plan.spec, cluster_resources())
     _record_environment(plan)
     tracker = _open_tracker(plan, request.system_metrics) if plan.uri else None

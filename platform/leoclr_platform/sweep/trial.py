@@ -95,6 +95,7 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
     the best-checkpoint lookup and tracking read them alike. A retried trial (worker fault, driver
     restore) resumes from the newest good checkpoint there. A diverged trial leaves a marker, so
     a retry fails at once instead of training into the same divergence again."""
+    import ray
     import ray.tune
 
     from trainables.checkpoint import checkpoints_newest_first, prune_checkpoints, remove_partial_writes
@@ -111,10 +112,12 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
     remove_partial_writes(run_dir)  # a save cut by a kill or an ASHA stop
     sampler = SystemSampler(resolve_device(cfg)) if sweep.system_metrics else None
 
+    node_id = ray.get_runtime_context().get_node_id()  # which node trained each epoch (multi-node)
+
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         if checkpoint_dir:
             prune_checkpoints(run_dir, spec.metric, spec.metric_mode, sweep.keep_checkpoints)
-        ray.tune.report(with_system_metrics(metrics, sampler))
+        ray.tune.report({**with_system_metrics(metrics, sampler), "node_id": node_id})
 
     has_checkpoint = bool(checkpoints_newest_first(run_dir))
     try:
@@ -192,9 +195,11 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     rank0 = ray.train.get_context().get_world_rank() == 0  # only rank 0's report reaches Tune
     sampler = SystemSampler(device) if loop_config.get("system_metrics", True) and rank0 else None
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(with_system_metrics(metrics, sampler), checkpoint=checkpoint)
+        ray.train.report({**with_system_metrics(metrics, sampler), "node_id": node_id}, checkpoint=checkpoint)
 
     checkpoint = ray.train.get_checkpoint()
     try:
