@@ -112,12 +112,13 @@ def _train_in_trial(cfg, sweep: SweepContext, trial_id: str) -> None:
     remove_partial_writes(run_dir)  # a save cut by a kill or an ASHA stop
     sampler = SystemSampler(resolve_device(cfg)) if sweep.system_metrics else None
 
-    node_id = ray.get_runtime_context().get_node_id()  # which node trained each epoch (multi-node)
+    node_id = current_node_id()  # which node trained each epoch (multi-node)
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         if checkpoint_dir:
             prune_checkpoints(run_dir, spec.metric, spec.metric_mode, sweep.keep_checkpoints)
-        ray.tune.report({**with_system_metrics(metrics, sampler), "node_id": node_id})
+        where = {"node_id": node_id} if node_id else {}
+        ray.tune.report({**with_system_metrics(metrics, sampler), **where})
 
     has_checkpoint = bool(checkpoints_newest_first(run_dir))
     try:
@@ -178,6 +179,14 @@ def _status_actor():
 
 # ---------------------------------------------------------------------------------------------
 # One Ray Train worker
+def current_node_id() -> str | None:
+    """The Ray node this process runs on; None outside Ray (asking the runtime context there
+    would start a local Ray instance)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: resume from this run's latest checkpoint, train, report each epoch."""
     import ray
@@ -195,11 +204,12 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     rank0 = ray.train.get_context().get_world_rank() == 0  # only rank 0's report reaches Tune
     sampler = SystemSampler(device) if loop_config.get("system_metrics", True) and rank0 else None
 
-    node_id = ray.get_runtime_context().get_node_id()
+    node_id = current_node_id()
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report({**with_system_metrics(metrics, sampler), "node_id": node_id}, checkpoint=checkpoint)
+        where = {"node_id": node_id} if node_id else {}
+        ray.train.report({**with_system_metrics(metrics, sampler), **where}, checkpoint=checkpoint)
 
     checkpoint = ray.train.get_checkpoint()
     try:
