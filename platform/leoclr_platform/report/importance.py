@@ -58,7 +58,8 @@ def importance_lines(doc: Mapping[str, Any] | None, absent: str) -> list[str]:
             reason = f"no method succeeded on the {doc.get('n_trials', '?')} completed trials"
         else:
             reason = absent or "the sweep's run has no importance.json"
-        errors = "; ".join(f"{METHOD_NAMES.get(m, m)}: {r}" for m, r in ((doc or {}).get("errors") or {}).items())
+        errors = "; ".join(f"{METHOD_NAMES.get(m, m)}: {str(r).rstrip('.')}"
+                           for m, r in ((doc or {}).get("errors") or {}).items())
         return [f"Parameter importance is not available: {reason}" + (f" ({errors})" if errors else "") + "."]
     methods, rows = importance_table(doc)
     n = doc.get("n_trials")
@@ -70,7 +71,7 @@ def importance_lines(doc: Mapping[str, Any] | None, absent: str) -> list[str]:
     for row in rows:
         lines.append(f"| {row[0]} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in row[1:]) + " |")
     for m, reason in (doc.get("errors") or {}).items():
-        lines += ["", f"{METHOD_NAMES.get(m, m)} could not be computed: {reason}."]
+        lines += ["", f"{METHOD_NAMES.get(m, m)} could not be computed: {str(reason).rstrip('.')}."]
     lines += ["", "![parameter importance](importance.png)"]
     return lines
 

@@ -94,7 +94,7 @@ def plot_learning_curves(records: Sequence[RunRecord], metric: str = "val_knn_to
         drawn, missing, styles, epochs = _draw_runs(ax, records, metric, max_epochs)
         banded = _draw_bands(ax, records, metric)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: one tick
         ax.set_ylabel(metric_label(metric))
         heading = f"{title}: {metric} per epoch" if title else f"{metric} per epoch"
         if missing:

@@ -172,7 +172,7 @@ def runs_table(records, metric, mode, searched, group_cols, max_epochs):
     and searched params; best first."""
     extra = [c for c in group_cols if c != STRATEGY]
     extra += [k for k in searched if k not in extra and k not in (STRATEGY, "seed", "epochs")]
-    columns = ["trial_id", "run_id", "status", "counted_as", STRATEGY, "seed", "epochs", metric] + extra
+    columns = ["trial_id", "run_id", "stage", "status", "counted_as", STRATEGY, "seed", "epochs", metric] + extra
     sign = 1.0 if mode == "max" else -1.0
     rows = []
     for rec in records:
@@ -180,7 +180,8 @@ def runs_table(records, metric, mode, searched, group_cols, max_epochs):
         value = run_value(rec, metric)
         counted = {"FINISHED": "finished" if value is not None else "no value",
                    "KILLED": "stopped", "FAILED": "failed"}.get(effective_status(rec, max_epochs), "-")
-        row = {"trial_id": rec.trial_id, "run_id": rec.run_id, "status": status_of(rec), "counted_as": counted,
+        row = {"trial_id": rec.trial_id, "run_id": rec.run_id, "stage": rec.stage, "status": status_of(rec),
+               "counted_as": counted,
                STRATEGY: params.get(STRATEGY), "seed": seed_of(rec), "epochs": run_epochs(rec),
                metric: value}
         row.update({k: params.get(k) for k in extra})

@@ -6,7 +6,9 @@ per-protocol child runs merged into their parent's row). Returns a `SweepContext
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,6 +22,21 @@ SPLIT_KEYS = {"training images": ("train_images", "data_pretrain_images", "n_tra
               "test images": ("test_images", "data_test_images", "n_test", "num_test")}
 
 
+@contextlib.contextmanager
+def _no_progress_bar():
+    """MLflow draws a progress bar per download; a report reads two small files."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 def read_json_artifact(c, run_id: str, name: str) -> dict[str, Any] | None:
     """The parsed JSON artifact `name` of a run (at the root or one folder down); None if absent."""
     try:
@@ -30,7 +47,7 @@ def read_json_artifact(c, run_id: str, name: str) -> dict[str, Any] | None:
         path = next((p for p in paths if p == name or p.endswith("/" + name)), None)
         if path is None:
             return None
-        with tempfile.TemporaryDirectory(prefix="leoclr_report_") as tmp:
+        with tempfile.TemporaryDirectory(prefix="leoclr_report_") as tmp, _no_progress_bar():
             local = c.download_artifacts(run_id, path, tmp)
             return json.loads(Path(local).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -20,7 +20,7 @@ def print_outcome(outcome: SweepOutcome, file: TextIO | None = None) -> None:
         value = row[metric]
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items())
         shown = f"{value:.2f}" if isinstance(value, (int, float)) else "-"
-        extra = f"  [{row['error']}]" if row["error"] else ""
+        extra = f"  [{row['error']}]" if row["error"] else _stop_note(row)
         print(f"  {row['trial_id']:>10} {row['status']:<10} epochs={row['epochs']} {metric}={shown}  {params}{extra}",
               file=file)
     if outcome.best is None:
@@ -53,6 +53,15 @@ def _print_tracking(outcome: SweepOutcome, file: TextIO) -> None:
     print(f"  promote the best encoder: leoclr promote --sweep {outcome.name}", file=file)
     print(f"  ablation report:          leoclr report {outcome.name}", file=file)
     print("  browse it:                leoclr ui", file=file)
+
+
+def _stop_note(row: dict[str, Any]) -> str:
+    """'  [ASHA: 39.8 < rung cutoff 41.8]' for a trial stopped with a known decision."""
+    stop = row.get("stop")
+    if row["status"] != "STOPPED" or not stop or stop.get("cutoff") is None:
+        return ""
+    op = "<" if stop.get("mode", "max") == "max" else ">"
+    return f"  [ASHA: {stop['value']:.4g} {op} rung cutoff {stop['cutoff']:.4g}]"
 
 
 def _fmt(v: Any) -> str:

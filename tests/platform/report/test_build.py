@@ -339,6 +339,8 @@ def test_learning_curves_mean_and_band_per_strategy_from_the_first_epoch():
 def test_a_single_epoch_axis_is_not_empty():
     ax = R.plot_learning_curves([run("a", "leoclr", 40.0, "KILLED", epochs=1)], "val_knn_top1").axes[0]
     assert ax.get_xlim() == (0.5, 1.5)
+    ax.figure.canvas.draw()
+    assert [t for t in ax.get_xticks() if 0.5 <= t <= 1.5] == [1.0]  # no fractional epochs
     assert run_lines(ax)[0].get_marker() == "o" and run_lines(ax)[0].get_linestyle() == "--"
 
 

@@ -129,6 +129,9 @@ def test_confirm_runs_are_the_headline(confirm_report):
     assert md.index("## Headline: confirmation runs") < md.index("## Search runs (not the headline)")
     assert "`stage=confirm`" in md
     assert "learning_curves_search.png" in rep.files and rep.files["learning_curves_search.png"].is_file()
+    runs = rep.files["runs.csv"].read_text(encoding="utf-8").splitlines()
+    assert runs[0].startswith("trial_id,run_id,stage,status,counted_as,")
+    assert sum(1 for line in runs if ",confirm,FINISHED," in line) == 6
 
 
 def test_baseline_row_and_gains(confirm_report):

@@ -48,3 +48,11 @@ def test_no_result_at_all_is_said():
     out = io.StringIO()
     print_outcome(SweepOutcome("s1", "/r/s1", None, rows()[1:], 1), file=out)
     assert out.getvalue().splitlines()[-1] == "no trial finished with a result"
+
+
+def test_a_stopped_trial_shows_asha_s_reason():
+    stopped = {"trial_id": "a3", "status": "STOPPED", "epochs": 1, "val_knn_top1": 39.8, "error": None,
+               "params": {}, "seed": 0, "stop": {"mode": "max", "value": 39.8, "cutoff": 41.77}}
+    out = io.StringIO()
+    print_outcome(SweepOutcome("s1", "/r/s1", None, [stopped], 0), file=out)
+    assert "a3 STOPPED    epochs=1 val_knn_top1=39.80    [ASHA: 39.8 < rung cutoff 41.77]" in out.getvalue()

@@ -76,3 +76,21 @@ def test_the_history_on_disk_joins_the_checkpoint_and_tune_s_results(tmp_path, t
     assert history[1]["val_knn_top1"] != -1.0  # the checkpoint's record wins over Tune's
     assert history[2]["val_knn_top1"] == 77.0
     assert disk_history(str(tmp_path), "nobody") == {} and disk_history("s3://b/runs/s", "t1") == {}
+
+
+def test_rows_carry_the_strategy_and_asha_s_decision_and_the_summary_reads_them(tmp_path, monkeypatch):
+    from leoclr_platform.sweep import results as R
+
+    decision = {"epoch": 1, "rung": 1.0, "metric": "val_knn_top1", "mode": "max", "value": 30.0, "cutoff": 41.0}
+    monkeypatch.setitem(R.STOP_DECISIONS, "cut", decision)
+    rows = summarize(smoke(max_epochs=2), "s", str(tmp_path), [
+        result(tmp_path, "cut", 1, 30.0), result(tmp_path, "a", 2, 40.0), result(tmp_path, "b", 2, 44.0),
+        result(tmp_path, "bad", 2, None, error=RuntimeError("x"))]).trials
+    assert rows[0]["stop"] == decision and rows[1]["stop"] is None and rows[0]["strategy"] == "moco_v2"
+    metrics, tags = R.summary_metrics(rows, "val_knn_top1", "max")
+    assert tags == {"best_trial": "b"}
+    assert metrics == {"best_val_knn_top1": 44.0, "moco_v2_best_val_knn_top1": 44.0, "moco_v2_mean_val_knn_top1": 42.0,
+                       "trials_finished": 2, "trials_stopped": 1, "trials_failed": 1}
+    low, _ = R.summary_metrics(rows, "val_knn_top1", "min", strategies={"a": "leoclr"})
+    assert low["best_val_knn_top1"] == 40.0 and low["leoclr_best_val_knn_top1"] == 40.0
+    assert low["moco_v2_mean_val_knn_top1"] == 44.0
