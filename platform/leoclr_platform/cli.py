@@ -101,6 +101,9 @@ def _sweep_parser(sub) -> None:
     p.add_argument("--num-cpus", type=int, help="CPUs of the in-process Ray runtime (default: all)")
     p.add_argument("--trials", type=int, help="override budget.trials")
     p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
+    p.add_argument("--confirm", metavar="[K:]N", help="override budget.confirm: after the search, re-run the best K "
+                                                    "(default 1) configurations of each strategy on N fresh seeds "
+                                                    "at the full budget; 0: no confirmation stage")
     _tracking_args(p)
     p.add_argument("--experiment", help="MLflow experiment (default: leoclr/<space name>)")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
@@ -131,6 +134,11 @@ def cmd_sweep(args) -> int:
         spec = spaces.load_space(args.space)  # everything is validated here, before Ray starts
         if args.smoke_test:
             spec = smoke_space(spec)
+        if args.confirm is not None:
+            from leoclr_platform.sweep.confirm import parse_confirm_flag, with_confirm_flag
+
+            spec = dataclasses.replace(spec, confirm=with_confirm_flag(spec, parse_confirm_flag(args.confirm)))
+            spaces.validate_space(spec)
         if args.dry_run:
             print_dry_run(spec)
             return 0

@@ -27,12 +27,15 @@ class MlflowTrialCallback(Callback):
 
     resolve_config(trial.config) -> the trial's resolved TrainConfig as a dict;
     disk_history(trial_id) -> {epoch: metrics} on disk (non-empty for a restarted trial);
-    error_line(error) -> the one-line reason of a trial's error.
+    error_line(error) -> the one-line reason of a trial's error;
+    trial_tags(trial.config) -> extra tags of a new trial run (the `stage`, `confirm_of`).
     """
 
     def __init__(self, tracker: SweepTracker, *, resolve_config: Callable[[Mapping[str, Any]], dict[str, Any]],
-                 disk_history: Callable[[str], dict[int, dict[str, Any]]], error_line: Callable[[Any], str | None]):
+                 disk_history: Callable[[str], dict[int, dict[str, Any]]], error_line: Callable[[Any], str | None],
+                 trial_tags: Callable[[Mapping[str, Any]], dict[str, str]] | None = None):
         self.tracker = tracker
+        self._trial_tags = trial_tags or (lambda config: {})
         self._resolve_config = resolve_config
         self._disk_history = disk_history
         self._error_line = error_line
@@ -42,7 +45,7 @@ class MlflowTrialCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self.tracker.trial_started(trial.trial_id, self._resolve_config(trial.config),
-                                   history=self._disk_history(trial.trial_id))
+                                   tags=self._trial_tags(trial.config), history=self._disk_history(trial.trial_id))
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         self.tracker.epoch(trial.trial_id, result)
