@@ -111,7 +111,7 @@ def _sweep_parser(sub) -> None:
                    help="at the end, wait up to S seconds for an unreachable store (then: leoclr sync NAME)")
     p.add_argument("--dry-run", action="store_true", help="validate, print the resolved space and first configs")
     p.add_argument("--smoke-test", action="store_true",
-                   help="shrink the space to seconds-long trials (tiny CNN and data, 2 trials, 1 epoch)")
+                   help="shrink the space to seconds-long trials (tiny CNN and data, 2 trials, 1 epoch, no confirmation stage)")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -153,6 +153,11 @@ def print_dry_run(spec) -> None:
     from leoclr_platform import spaces
 
     print(spaces.describe(spec))
+    if spec.confirm:
+        from leoclr_platform.sweep.confirm import confirm_seeds
+
+        print(f"confirmation: the best {spec.confirm.get('top', 1)} finished configuration(s) of each strategy "
+              f"re-run for {spec.max_epochs} epochs (no ASHA) on seeds {confirm_seeds(spec)}")
     print("\nfirst configurations:")
     for cfg in spaces.sample_configs(spec, min(5, spec.total_trials())):
         print("  " + json.dumps(cfg))
@@ -176,8 +181,9 @@ def smoke_space(spec):
 
     base = {**spec.base, **{k: v for k, v in SWEEP_SMOKE_BASE.items() if spec.param(k) is None}}
     base.pop("epochs", None)
+    # no confirmation stage (add one with --confirm N)
     spec = dataclasses.replace(spec, base=base, trials=2 if spec.mode == "search" else spec.trials,
-                               max_epochs=1, grace_period=1, seeds=spec.seeds[:1])
+                               max_epochs=1, grace_period=1, seeds=spec.seeds[:1], confirm=None)
     spaces.validate_space(spec)
     return spec
 
