@@ -156,13 +156,18 @@ def run_confirmation(ctx, meta: dict[str, Any], outcome: SweepOutcome, *, concur
     return section
 
 
-def track_confirm_rows(tracker, root: str, rows: list[dict[str, Any]]) -> None:
+def track_confirm_rows(tracker, spec: SweepSpec, root: str, rows: list[dict[str, Any]]) -> None:
     """Bring the confirm runs in line with disk (every epoch, the final status, the encoder), as
-    sync.finish_tracking does for the search trials."""
+    sync.finish_tracking does for the search trials; a run the live callback never opened (a
+    store that was away) is created here with its confirm tags."""
+    from leoclr_platform.sweep.trial import resolved_config
+
     status_of = {"COMPLETED": "FINISHED", "STOPPED": "KILLED", "ERROR": "FAILED"}
     for row in rows:
         trial_id = row["trial_id"]
-        tracker.backfill(trial_id, disk_history(root, trial_id))
+        cell = {**row["params"], "seed": row["seed"], "confirm_of": row["confirm_of"]}
+        tracker.trial_started(trial_id, resolved_config(spec, {"cell": cell}).to_dict(),
+                              tags=trial_stage_tags({"cell": cell}), history=disk_history(root, trial_id))
         status = status_of[row["status"]]
         checkpoint = latest_checkpoint(root, trial_id) if status == "FINISHED" else None
         tracker.trial_ended(trial_id, status=status, reason=row["error"], checkpoint=checkpoint)

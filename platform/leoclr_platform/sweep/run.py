@@ -211,7 +211,7 @@ def _fit(plan: _Plan, rdb, concurrency: int, request: SweepRequest, tracker) -> 
     extras = analyse_sweep(spec, plan.name, root, rdb, confirmed)
     if tracker is not None:
         if confirmed:
-            track_confirm_rows(tracker, root, confirmed["trials"])
+            track_confirm_rows(tracker, spec, root, confirmed["trials"])
         tracker.log_parent(**extras)
         outcome.tracking = finish_tracking(tracker, outcome, timeout=request.tracking_timeout)
     return outcome
