@@ -106,6 +106,9 @@ def _sweep_parser(sub) -> None:
     p.add_argument("--num-cpus", type=int, help="CPUs of the in-process Ray runtime (default: all)")
     p.add_argument("--trials", type=int, help="override budget.trials")
     p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
+    p.add_argument("--confirm", metavar="[K:]N", help="override budget.confirm: after the search, re-run the best K "
+                                                    "(default 1) configurations of each strategy on N fresh seeds "
+                                                    "at the full budget; 0: no confirmation stage")
     _tracking_args(p)
     p.add_argument("--experiment", help="MLflow experiment (default: leoclr/<space name>)")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
@@ -115,7 +118,7 @@ def _sweep_parser(sub) -> None:
                    help="at the end, wait up to S seconds for an unreachable store (then: leoclr sync NAME)")
     p.add_argument("--dry-run", action="store_true", help="validate, print the resolved space and first configs")
     p.add_argument("--smoke-test", action="store_true",
-                   help="shrink the space to seconds-long trials (tiny CNN and data, 2 trials, 1 epoch)")
+                   help="shrink the space to seconds-long trials (tiny CNN and data, 2 trials, 1 epoch, no confirmation stage)")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -139,6 +142,11 @@ def cmd_sweep(args) -> int:
         spec = spaces.load_space(args.space, check_data=not args.dry_run)
         if args.smoke_test:
             spec = smoke_space(spec)
+        if args.confirm is not None:
+            from leoclr_platform.sweep.confirm import parse_confirm_flag, with_confirm_flag
+
+            spec = dataclasses.replace(spec, confirm=with_confirm_flag(spec, parse_confirm_flag(args.confirm)))
+            spaces.validate_space(spec)
         if args.dry_run:
             print_dry_run(spec)
             return 0
@@ -157,6 +165,11 @@ def print_dry_run(spec) -> None:
         spaces.validate_space(spec)  # with the data check a real run makes
     except spaces.SpaceError as exc:
         print(f"note: a run here would refuse it: {exc}")
+    if spec.confirm:
+        from leoclr_platform.sweep.confirm import confirm_seeds
+
+        print(f"confirmation: the best {spec.confirm.get('top', 1)} finished configuration(s) of each strategy "
+              f"re-run for {spec.max_epochs} epochs (no ASHA) on seeds {confirm_seeds(spec)}")
     print("\nfirst configurations:")
     for cfg in spaces.sample_configs(spec, min(5, spec.total_trials())):
         print("  " + json.dumps(cfg))
@@ -180,8 +193,9 @@ def smoke_space(spec):
 
     base = {**spec.base, **{k: v for k, v in SWEEP_SMOKE_BASE.items() if spec.param(k) is None}}
     base.pop("epochs", None)
+    # no confirmation stage (add one with --confirm N)
     spec = dataclasses.replace(spec, base=base, trials=2 if spec.mode == "search" else spec.trials,
-                               max_epochs=1, grace_period=1, seeds=spec.seeds[:1])
+                               max_epochs=1, grace_period=1, seeds=spec.seeds[:1], confirm=None)
     spaces.validate_space(spec)
     return spec
 

@@ -480,6 +480,11 @@ ROWS: list[Row] = [
         ("sync", "nosuch"), r"no sweep to sync at /.*/runs/nosuch \(sweep\.json not found\); check the name and --storage"),
     Row("ui-file-store", "leoclr ui of a `file:` store",
         ("ui", "--tracking-uri", "file:./mlruns"), r"--tracking-uri: 'file:\./mlruns': the plain file store is not supported"),
+    Row("confirm-one-seed", "a confirmation stage on one seed (no interval)",
+        sweep("bad.yaml"), r"bad\.yaml: budget\.confirm\.seeds: must be an integer >= 2 \(an interval needs at least 2 seeds\), got 1",
+        files={"bad.yaml": space(("grace_period: 1}", "grace_period: 1, confirm: {top: 1, seeds: 1}}"))}),
+    Row("confirm-flag-malformed", "--confirm that is not N or K:N",
+        sweep("smoke", "--confirm", "top3"), r"--confirm 'top3': must be N \(seeds\) or K:N"),
 ]
 
 ROW_IDS = [r.id for r in ROWS]

@@ -73,6 +73,7 @@ def test_the_smoke_test_shrinks_what_the_space_fixes():
     assert small.trials == 2 and small.max_epochs == 1 and small.seeds == demo.seeds[:1]
     assert small.base["backbone"] == "small_cnn" and small.base["image_size"] == 16
     assert small.params == demo.params  # what is searched stays searched
+    assert demo.confirm and small.confirm is None  # no confirmation stage (--confirm N adds one)
 
 
 def test_the_registry_report_and_sync_commands_call_the_library(calls):

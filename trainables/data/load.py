@@ -1,7 +1,20 @@
 """``load_data(name, ...)``: the one entry point from a dataset name to its ``DataBundle``;
-``check_val_fraction``: the validation split's check, before anything is loaded."""
+``check_val_fraction``: the validation split's check, before anything is loaded.
+
+Test-only seam: with the environment variable ``LEOCLR_TEST_ONLY_PERMUTE_TEST_LABELS=<int>``
+set in the training process, the TEST split's labels are permuted (a fixed permutation seeded
+by that integer); nothing else changes. tests/e2e/test_e2e_selection.py sets it to prove that
+selection never reads test labels (a sweep with permuted test labels makes the same decisions).
+It has no flag or config key, so no run reaches it by accident; the trial's ``test_*`` metrics
+are meaningless while it is set.
+"""
 
 from __future__ import annotations
+
+import copy
+import os
+
+import torch
 
 from trainables.data.datasets import DataBundle
 from trainables.data.digits import digits_class_counts, load_digits
@@ -52,6 +65,24 @@ def check_val_fraction(dataset: str, val_fraction: float, *, root: str | None = 
         check_val_split(counts, val_fraction, source=dataset)
 
 
+PERMUTE_TEST_LABELS_ENV = "LEOCLR_TEST_ONLY_PERMUTE_TEST_LABELS"
+
+
+def _permuted_test_labels(bundle: DataBundle) -> DataBundle:
+    """The bundle with its test labels permuted when PERMUTE_TEST_LABELS_ENV is set (module doc)."""
+    seed = os.environ.get(PERMUTE_TEST_LABELS_ENV)
+    if not seed:
+        return bundle
+    test = copy.copy(bundle.test)  # the loaded (possibly shared) dataset is left as it is
+    perm = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(int(seed)))
+    test.labels = test.labels[perm].contiguous()
+    if hasattr(test, "samples"):  # ImageFileDataset reads its labels from the samples
+        test.samples = [(path, int(y)) for (path, _), y in zip(test.samples, test.labels)]
+    bundle = copy.copy(bundle)
+    bundle.test = test
+    return bundle
+
+
 def load_data(dataset: str, *, root: str | None, image_size: int, download: bool = False,
               cache_dir: str | None = None, photo_patches: dict | None = None,
               in_memory: bool | None = None, val_fraction: float = 0.1,
@@ -68,6 +99,12 @@ def load_data(dataset: str, *, root: str | None, image_size: int, download: bool
     val_fraction, val_seed: the validation split carved from the labelled training images (a
     fraction that leaves a class empty is refused before any image is decoded).
     """
+    return _permuted_test_labels(_load(dataset, root, image_size, download, cache_dir, photo_patches, in_memory,
+                                       val_fraction, val_seed))
+
+
+def _load(dataset: str, root: str | None, image_size: int, download: bool, cache_dir: str | None,
+          photo_patches: dict | None, in_memory: bool | None, val_fraction: float, val_seed: int) -> DataBundle:
     _check_name(dataset)
     if not is_int(image_size) or image_size < 1:
         raise DatasetError("must be a positive integer", key="image_size", value=image_size)

@@ -108,6 +108,7 @@ def parse_space(text: str, *, source: str = "space.yaml", path: Path | None = No
             "epochs", preset_fill(base).get("epochs", config_defaults()["epochs"])),
         grace_period=budget.get("grace_period", 1), reduction_factor=budget.get("reduction_factor", 2),
         startup_trials=budget.get("startup_trials", 10), max_concurrent=budget.get("max_concurrent"),
+        confirm=budget.get("confirm"),
         workers=resources.get("workers", 1), cpus_per_worker=resources.get("cpus_per_worker", 1),
         gpus_per_worker=resources.get("gpus_per_worker", 0), launcher=resources.get("launcher", "auto"),
         seeds=data.get("seeds", [0]), source=source,

@@ -22,7 +22,10 @@ MODES = ("search", "grid")
 TOP_LEVEL_KEYS = ("name", "description", "mode", "base", "space", "objective", "budget",
                   "resources", "seeds")
 OBJECTIVE_KEYS = ("metric", "mode")
-BUDGET_KEYS = ("trials", "max_epochs", "grace_period", "reduction_factor", "max_concurrent", "startup_trials")
+BUDGET_KEYS = ("trials", "max_epochs", "grace_period", "reduction_factor", "max_concurrent", "startup_trials",
+               "confirm")
+#: budget.confirm: re-run the best `top` configurations of each strategy on `seeds` fresh seeds.
+CONFIRM_KEYS = ("top", "seeds")
 RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "launcher")
 LAUNCHERS = ("auto", "ray_train")
 #: Distribution kinds. `choice` and `grid` are categorical (a list of values); the rest are
@@ -125,6 +128,7 @@ class SweepSpec:
     gpus_per_worker: float = 0
     launcher: str = "auto"  # auto: Ray Train for workers > 1, the Tune trial itself for 1; ray_train: always
     seeds: list[int] = field(default_factory=lambda: [0])
+    confirm: dict[str, Any] | None = None  # budget.confirm {top: K, seeds: N} (search mode; sweep/confirm.py)
     source: str = ""  # how errors name the file ("demo.yaml" or the path given)
 
     @property

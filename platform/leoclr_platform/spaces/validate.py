@@ -18,6 +18,7 @@ from leoclr_platform.errors import SpaceError
 from leoclr_platform.spaces.corners import check_corners
 from leoclr_platform.spaces.schema import (
     CONFIG_FIELDS,
+    CONFIRM_KEYS,
     FILE_DATASETS,
     KINDS,
     LAUNCHERS,
@@ -40,7 +41,7 @@ def validate_space(spec: SweepSpec, *, check_data: bool = True) -> None:
 
     Safe to call again after changing a spec in code (e.g. `dataclasses.replace(spec, trials=2)`).
     """
-    for check in (_check_identity, _check_seeds, _check_budget, _check_asha, _check_concurrency,
+    for check in (_check_identity, _check_seeds, _check_budget, _check_confirm, _check_asha, _check_concurrency,
                   _check_resources, _check_objective, _check_base, _check_params, _check_device):
         check(spec)
     check_corners(spec)
@@ -91,6 +92,30 @@ def _check_budget(spec: SweepSpec) -> None:
         raise _fail(spec, "budget.max_epochs", f"{spec.max_epochs} disagrees with base.epochs "
                                                f"({spec.base['epochs']!r}); give only one (max_epochs sets the "
                                                "epochs of every trial)")
+
+
+def _check_confirm(spec: SweepSpec) -> None:
+    """budget.confirm {top: K, seeds: N}: search mode only; K >= 1 and <= trials, N >= 2."""
+    confirm = spec.confirm
+    if confirm is None:
+        return
+    if not isinstance(confirm, dict):
+        raise _fail(spec, "budget.confirm", f"must be a mapping {{top: K, seeds: N}}, got {type_name(confirm)}")
+    for key in confirm:
+        if key not in CONFIRM_KEYS:
+            raise _fail(spec, f"budget.confirm.{key}", f"unknown key{did_you_mean(str(key), CONFIRM_KEYS)}; "
+                                                       f"valid keys: {', '.join(CONFIRM_KEYS)}")
+    if spec.mode != "search":
+        raise _fail(spec, "budget.confirm", "only applies to mode: search (a grid already runs every cell on "
+                                            "every seed of `seeds`)")
+    if "seeds" not in confirm or not is_int(confirm["seeds"]) or confirm["seeds"] < 2:
+        raise _fail(spec, "budget.confirm.seeds", "must be an integer >= 2 (an interval needs at least 2 seeds), "
+                                                  f"got {confirm.get('seeds')!r}")
+    top = confirm.get("top", 1)
+    _require_int(spec, "budget.confirm.top", top, 1)
+    if is_int(spec.trials) and top > spec.trials:
+        raise _fail(spec, "budget.confirm.top", f"{top} must be <= budget.trials ({spec.trials}): the search "
+                                                "proposes no more configurations than that")
 
 
 def _check_asha(spec: SweepSpec) -> None:

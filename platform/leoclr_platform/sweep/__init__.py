@@ -8,7 +8,9 @@ trainable `train_driver_fn`, the Ray Train `train_fn_per_worker`), tuner (the Tu
 scheduler, reporter), optuna_search (SafeOptunaSearch), study (the Optuna study's storage),
 runtime (connect to or start Ray, resources), compat (the one adapter for private Ray/Optuna
 attributes), results (the outcome table), meta (sweep.json), paths (the sweep's folders),
-console (printing), sync (MLflow in line with the results on disk; `leoclr sync`).
+console (printing), sync (MLflow in line with the results on disk; `leoclr sync`), confirm (the
+confirmation stage), importance (parameter importance from the study), baseline (the
+recalibrated-random baseline row), analysis (importance + baseline after the search).
 Importing this package does not import Ray.
 """
 

@@ -22,7 +22,7 @@ from leoclr_platform.sweep.paths import SWEEP_META, is_uri
 #: SweepSpec fields that may differ from the YAML text and are kept in "spec_changes".
 SPEC_FIELDS = ("mode", "base", "params", "metric", "metric_mode", "trials", "max_epochs", "grace_period",
                "reduction_factor", "startup_trials", "max_concurrent", "workers", "cpus_per_worker",
-               "gpus_per_worker", "launcher", "seeds")
+               "gpus_per_worker", "launcher", "seeds", "confirm")
 
 
 def new_meta(spec: SweepSpec, name: str, *, study_url: str, study_storage_arg: str | None,

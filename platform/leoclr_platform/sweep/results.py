@@ -37,6 +37,7 @@ class SweepOutcome:
     tracking: dict[str, Any] | None = None  # uri, experiment, parent run id, undelivered calls
     metric: str = "val_knn_top1"  # the objective the rows and the best trial are ranked by
     mode: str = "max"  # the objective's direction
+    confirm: dict[str, Any] | None = None  # the confirmation stage (sweep/confirm.py), if any
 
 
 def summarize(spec: SweepSpec, name: str, root: str, results: Iterable) -> SweepOutcome:

@@ -18,6 +18,8 @@ from typing import Any
 
 from leoclr_platform.errors import SweepError, TrackingError
 from leoclr_platform.spaces import SweepSpec, load_space, validate_space
+from leoclr_platform.sweep.analysis import analyse_sweep
+from leoclr_platform.sweep.confirm import run_confirmation, track_confirm_rows, trial_stage_tags, with_confirm_flag
 from leoclr_platform.sweep.meta import new_meta, read_meta, resumed_spec, write_meta
 from leoclr_platform.sweep.paths import SWEEP_META, TRAIN_DIR, default_storage, is_uri, sweep_root
 from leoclr_platform.sweep.results import SweepOutcome, disk_history, error_line, stop_reason, summarize
@@ -44,6 +46,7 @@ class SweepRequest:
     num_cpus: int | None = None  # CPUs of the in-process runtime
     trials: int | None = None  # overrides budget.trials
     max_epochs: int | None = None  # overrides budget.max_epochs
+    confirm: dict[str, int] | None = None  # overrides budget.confirm ({} turns it off; confirm.parse_confirm_flag)
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else the project's SQLite
     experiment: str | None = None  # default: leoclr/<space name>
     track: bool = True
@@ -108,6 +111,8 @@ def _new(request: SweepRequest) -> _Plan:
     if request.max_epochs is not None:
         changes["max_epochs"] = request.max_epochs
         changes["base"] = {**spec.base, "epochs": request.max_epochs} if "epochs" in spec.base else spec.base
+    if request.confirm is not None:
+        changes["confirm"] = with_confirm_flag(spec, request.confirm or None)
     if changes:
         spec = dataclasses.replace(spec, **changes)
         validate_space(spec)
@@ -188,29 +193,42 @@ def _open_tracker(plan: _Plan, system_metrics: bool = True):
 
 
 def _fit(plan: _Plan, rdb, concurrency: int, request: SweepRequest, tracker) -> SweepOutcome:
-    """Run the Tuner; then the outcome table, the study tidied and MLflow brought in line."""
+    """Run the Tuner; then the outcome table, the confirmation stage, the study tidied and MLflow
+    brought in line."""
     spec, root = plan.spec, plan.root
     ctx = SweepContext(name=plan.name, spec=spec, root=root, train_storage=os.path.join(root, TRAIN_DIR),
                        system_metrics=request.system_metrics and tracker is not None)
-    callbacks = []
-    if tracker is not None:
-        from leoclr_platform.tracking.tune_callback import MlflowTrialCallback
-
-        callbacks.append(MlflowTrialCallback(
-            tracker, resolve_config=lambda config: resolved_config(spec, config).to_dict(),
-            disk_history=lambda trial_id: disk_history(root, trial_id), error_line=error_line,
-            stop_reason=stop_reason))
-    tuner = build_tuner(ctx, rdb, concurrency, resume=request.resume, verbose=request.verbose, callbacks=callbacks)
+    tuner = build_tuner(ctx, rdb, concurrency, resume=request.resume, verbose=request.verbose,
+                        callbacks=_callbacks(tracker, spec, root))
     try:
         with objective_checking(spec):
             results = tuner.fit()
+        if spec.mode == "search":
+            fail_zombie_trials(rdb, plan.name)
+        outcome = summarize(spec, plan.name, root, results)
+        with objective_checking(spec):
+            confirmed = run_confirmation(ctx, plan.meta, outcome, concurrency=concurrency, resume=request.resume,
+                                         verbose=request.verbose, callbacks=_callbacks(tracker, spec, root))
     except BaseException:
         if tracker is not None:  # the parent run says the sweep stopped; --resume reopens it
             tracker.close("KILLED", timeout=30)
         raise
-    if spec.mode == "search":
-        fail_zombie_trials(rdb, plan.name)
-    outcome = summarize(spec, plan.name, root, results)
+    extras = analyse_sweep(spec, plan.name, root, rdb, confirmed)
     if tracker is not None:
+        if confirmed:
+            track_confirm_rows(tracker, spec, root, confirmed["trials"])
+        tracker.log_parent(**extras)
         outcome.tracking = finish_tracking(tracker, outcome, timeout=request.tracking_timeout)
     return outcome
+
+
+def _callbacks(tracker, spec: SweepSpec, root: str) -> list:
+    """The Tune callbacks of a stage: the MLflow mirror of its trials (none without tracking)."""
+    if tracker is None:
+        return []
+    from leoclr_platform.tracking.tune_callback import MlflowTrialCallback
+
+    return [MlflowTrialCallback(
+        tracker, resolve_config=lambda config: resolved_config(spec, config).to_dict(),
+        disk_history=lambda trial_id: disk_history(root, trial_id), error_line=error_line,
+        stop_reason=stop_reason, trial_tags=trial_stage_tags)]

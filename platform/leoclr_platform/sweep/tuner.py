@@ -45,6 +45,33 @@ def build_tuner(ctx: trial.SweepContext, rdb, concurrency: int, *, resume: bool,
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
+def build_confirm_tuner(ctx: trial.SweepContext, cells: list[dict], concurrency: int, *, resume: bool,
+                        verbose: int, callbacks: list):
+    """The confirmation stage's Tuner (sweep/confirm.py): every cell (config x seed) once, at the
+    full budget (FIFO, no ASHA), as the experiment `<sweep>/confirm/`; restored with its
+    finished trials kept when a stopped driver left one."""
+    import ray.tune as tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    from leoclr_platform.sweep.confirm import CONFIRM_DIR, confirm_root
+
+    trainable = tune.with_resources(tune.with_parameters(trial.train_driver_fn, sweep=ctx), _trial_resources(ctx))
+    if resume and tune.Tuner.can_restore(confirm_root(ctx.root)):
+        tuner = tune.Tuner.restore(confirm_root(ctx.root), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+        set_restored_callbacks(tuner, callbacks)
+        return tuner
+    run_config = tune.RunConfig(name=CONFIRM_DIR, storage_path=ctx.root.rstrip("/"),
+                                failure_config=tune.FailureConfig(max_failures=ctx.worker_max_failures
+                                                                  if ctx.in_trial else 0),
+                                progress_reporter=progress_reporter(ctx.spec, len(cells), cells=True),
+                                callbacks=callbacks, verbose=verbose)
+    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency, scheduler=FIFOScheduler(),
+                                  reuse_actors=False)
+    return tune.Tuner(trainable, param_space={"cell": tune.grid_search(cells)}, tune_config=tune_config,
+                      run_config=run_config)
+
+
 def _trial_resources(ctx: trial.SweepContext) -> dict[str, float]:
     if ctx.in_trial:  # the trial actor trains: it holds the worker's resources
         resources = {"CPU": ctx.spec.cpus_per_worker}
@@ -89,11 +116,13 @@ def _search(spec: SweepSpec, study_name: str, rdb, concurrency: int):
                                reuse_actors=False)
 
 
-def progress_reporter(spec: SweepSpec, total: int):
-    """Tune's table: epoch, objective, loss, images/s and the searched values of each trial."""
+def progress_reporter(spec: SweepSpec, total: int, cells: bool | None = None):
+    """Tune's table: epoch, objective, loss, images/s and the searched values of each trial.
+    `cells`: the trials' configs are {"cell": {...}} (a grid, the confirmation stage)."""
     from ray.tune import CLIReporter
 
-    if spec.mode == "grid":  # grid trials' configs are {"cell": {...}}
+    cells = spec.mode == "grid" if cells is None else cells
+    if cells:  # grid / confirm trials' configs are {"cell": {...}}
         params = {f"cell/{p.name}": p.name for p in spec.params}
         params["cell/seed"] = "seed"
     else:
@@ -104,8 +133,8 @@ def progress_reporter(spec: SweepSpec, total: int):
         total_samples=total,
         max_report_frequency=30,
         # a grid's TuneConfig has no metric (see _grid): the reporter is told here (Tune refuses both)
-        metric=spec.metric if spec.mode == "grid" else None,
-        mode=spec.metric_mode if spec.mode == "grid" else None,
+        metric=spec.metric if cells else None,
+        mode=spec.metric_mode if cells else None,
         sort_by_metric=True,
         max_column_length=16,
     )

@@ -199,7 +199,7 @@ class SweepTracker:
 
     def _create_trial_run(self, trial_id: str, state: TrialRun, tags: Mapping[str, str] | None) -> str:
         config = state.config or {}
-        run_tags = {**self.common_tags, **(tags or {}), "role": ROLE_TRIAL, "sweep": self.sweep,
+        run_tags = {**self.common_tags, "stage": "search", **(tags or {}), "role": ROLE_TRIAL, "sweep": self.sweep,
                     "trial_id": trial_id, "mlflow.parentRunId": self.parent_run_id}
         if config:
             run_tags.update({"strategy": str(config.get("attraction_strategy")),
@@ -311,6 +311,23 @@ class SweepTracker:
         for key, value in scrub({"model_uri": info.model_uri, "checkpoint_path": checkpoint}).items():
             self.client.set_tag(run_id, key, value)
         state.has_model = True
+
+    def log_parent(self, artifacts: Iterable[Path] = (), metrics: Mapping[str, float] | None = None,
+                   tags: Mapping[str, str] | None = None) -> None:
+        """Files, metrics and tags of the sweep's own run (importance, baseline), through the logger."""
+        from mlflow.entities import Metric
+
+        def log() -> None:
+            stamp = int(time.time() * 1000)
+            items = [Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()]
+            for start in range(0, len(items), 500):
+                self.client.log_batch(self.parent_run_id, metrics=items[start:start + 500])
+            for key, value in scrub(dict(tags or {})).items():
+                self.client.set_tag(self.parent_run_id, key, value)
+            for path in artifacts:
+                self.client.log_artifact(self.parent_run_id, str(path))
+
+        self._submit(log, f"sweep {self.sweep}: results of the sweep")
 
     # -- the end ---------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:

@@ -31,13 +31,16 @@ class MlflowTrialCallback(Callback):
     disk_history(trial_id) -> {epoch: metrics} on disk (non-empty for a restarted trial);
     error_line(error) -> the one-line reason of a trial's error;
     stop_reason(trial_id) -> the scheduler's decision to stop it early, or None (see
-    tracking.run_text.stop_text for its keys).
+    tracking.run_text.stop_text for its keys);
+    trial_tags(trial.config) -> extra tags of a new trial run (the `stage`, `confirm_of`).
     """
 
     def __init__(self, tracker: SweepTracker, *, resolve_config: Callable[[Mapping[str, Any]], dict[str, Any]],
                  disk_history: Callable[[str], dict[int, dict[str, Any]]], error_line: Callable[[Any], str | None],
-                 stop_reason: Callable[[str], Mapping[str, Any] | None] | None = None):
+                 stop_reason: Callable[[str], Mapping[str, Any] | None] | None = None,
+                 trial_tags: Callable[[Mapping[str, Any]], dict[str, str]] | None = None):
         self.tracker = tracker
+        self._trial_tags = trial_tags or (lambda config: {})
         self._resolve_config = resolve_config
         self._disk_history = disk_history
         self._error_line = error_line
@@ -48,7 +51,8 @@ class MlflowTrialCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         history = self._disk_history(trial.trial_id)  # a restarted trial started before
-        self.tracker.trial_started(trial.trial_id, self._resolve_config(trial.config), history=history,
+        self.tracker.trial_started(trial.trial_id, self._resolve_config(trial.config),
+                                   tags=self._trial_tags(trial.config), history=history,
                                    start_time=None if history else time.time())
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:

@@ -48,7 +48,8 @@ def test_cluster_spaces_refuse_a_missing_data_root():
 def test_demo_and_smoke_shapes():
     demo = load_space("demo")
     assert demo.mode == "search" and demo.base["dataset"] == "photo_patches"
-    assert demo.base["backbone"] == "resnet18_cifar" and demo.base["image_size"] == 32
+    assert demo.base["backbone"] == "small_cnn" and demo.base["image_size"] == 32
+    assert demo.confirm == {"top": 1, "seeds": 3}
     assert {p.name for p in demo.params} >= {"attraction_strategy", "temperature", "key_momentum"}
     assert set(demo.param("attraction_strategy").args) == {"leoclr", "moco_v2"}
     assert demo.param("key_momentum").kind == "one_minus_log"
