@@ -158,46 +158,16 @@ def cmd_sweep(args) -> int:
 
 def print_dry_run(spec) -> None:
     """`leoclr sweep --dry-run`: the resolved space and the first configurations it would run."""
-    from leoclr_platform import spaces
+    from leoclr_platform.sweep.preview import dry_run_text
 
-    print(spaces.describe(spec))
-    try:
-        spaces.validate_space(spec)  # with the data check a real run makes
-    except spaces.SpaceError as exc:
-        print(f"note: a run here would refuse it: {exc}")
-    if spec.confirm:
-        from leoclr_platform.sweep.confirm import confirm_seeds
-
-        print(f"confirmation: the best {spec.confirm.get('top', 1)} finished configuration(s) of each strategy "
-              f"re-run for {spec.max_epochs} epochs (no ASHA) on seeds {confirm_seeds(spec)}")
-    print("\nfirst configurations:")
-    for cfg in spaces.sample_configs(spec, min(5, spec.total_trials())):
-        print("  " + json.dumps(cfg))
-
-
-SWEEP_SMOKE_BASE = {
-    "backbone": "small_cnn",
-    "image_size": 16,
-    "photo_patches": {"train_per_class": 8, "test_per_class": 4},
-    "batch_size": 32,
-    "queue_size": 64,
-    "bn_splits": 2,
-    "knn_k": 10,
-    "max_steps_per_epoch": 2,
-}
+    print(dry_run_text(spec))
 
 
 def smoke_space(spec):
-    """The same space on tiny settings: keys it searches are kept, fixed ones are shrunk."""
-    from leoclr_platform import spaces
+    """The same space on tiny settings (sweep/preview.py)."""
+    from leoclr_platform.sweep.preview import smoke_space as smoke
 
-    base = {**spec.base, **{k: v for k, v in SWEEP_SMOKE_BASE.items() if spec.param(k) is None}}
-    base.pop("epochs", None)
-    # no confirmation stage (add one with --confirm N)
-    spec = dataclasses.replace(spec, base=base, trials=2 if spec.mode == "search" else spec.trials,
-                               max_epochs=1, grace_period=1, seeds=spec.seeds[:1], confirm=None)
-    spaces.validate_space(spec)
-    return spec
+    return smoke(spec)
 
 
 def _tracking_args(p) -> None:
