@@ -292,7 +292,7 @@ ROWS: list[Row] = [
         files={"blocker": "a file, not a folder\n"}),
     # ---- search spaces: finding the file ---------------------------------------------------
     Row("sweep-no-space", "leoclr sweep without a space",
-        sweep(), r"leoclr sweep: give a search space \(a shipped name or a YAML path\): demo, "),
+        sweep(), r"leoclr sweep: give a search space \(a shipped name or a YAML path\): ([a-z0-9_]+, )*demo, "),
     Row("space-unknown-name", "a misspelt shipped space name",
         sweep("demoo"), r"demoo: no such search space \(did you mean 'demo'\?\); shipped spaces: "),
     Row("space-file-missing", "a space file that does not exist",
