@@ -70,13 +70,14 @@ def strategy_of(spec: SweepSpec, params: dict[str, Any]) -> str:
 
 
 def select_configs(spec: SweepSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The best `top` finished configurations of each strategy by the objective (ties: trial id),
+    """The best `top` finished configurations of each strategy by the objective (ties: the earlier
+    row, i.e. the trial Tune created first, as for the best trial; never the random trial id),
     one entry per distinct config: {confirm_of, strategy, params, <metric>}. Strategies in order
     of their first appearance in the rows."""
     top = int((spec.confirm or {}).get("top", 1))
     sign = -1 if spec.metric_mode == "max" else 1
     finished = [r for r in rows if r["status"] == "COMPLETED" and r.get(spec.metric) is not None]
-    finished.sort(key=lambda r: (sign * r[spec.metric], str(r["trial_id"])))
+    finished.sort(key=lambda r: sign * r[spec.metric])  # stable: ties keep the rows' order
     chosen: dict[str, list[dict[str, Any]]] = {}
     for r in finished:
         strategy = strategy_of(spec, r["params"])

@@ -57,6 +57,9 @@ def test_best_finished_configs_of_each_strategy_by_validation():
         ("moco_v2", "d"), ("moco_v2", "e"), ("leoclr", "g"), ("leoclr", "c")]
     one = C.select_configs(dataclasses.replace(spec, confirm={"top": 1, "seeds": 2}), rows)
     assert [p["confirm_of"] for p in one] == ["d", "g"]
+    # a tie goes to the earlier row (Tune's creation order), whatever the (random) trial ids say
+    tied = [row("zz", "moco_v2", 70.0), row("aa", "moco_v2", 70.0, temperature=0.4)]
+    assert [p["confirm_of"] for p in C.select_configs(spec, tied)] == ["zz", "aa"]
 
 
 def test_trial_cells_and_stage_tags():
