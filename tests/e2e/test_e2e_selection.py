@@ -146,8 +146,6 @@ def test_confirm_stage_runs_with_the_contract_tags(sweeps):
         assert all(parent.data.metrics[f"importance_{method}_{p}"] == v for p, v in values.items())
 
 
-@pytest.mark.skip(reason="written by p12s but not run yet (the heavy lock was busy until the deadline): "
-                         "run it once, then drop this mark")
 def test_resuming_a_finished_sweep_runs_nothing_again(sweeps):
     before = _summary(sweeps, "plain")
     confirm_dirs = sorted(p.name for p in (sweeps / "runs" / "plain" / "confirm").glob("train_driver_fn_*"))
