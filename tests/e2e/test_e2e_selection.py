@@ -157,3 +157,24 @@ def test_resuming_a_finished_sweep_runs_nothing_again(sweeps):
     exp = c.get_experiment_by_name("leoclr/selection")
     runs = c.search_runs([exp.experiment_id], "tags.sweep = 'plain' AND tags.stage = 'confirm'", max_results=100)
     assert len(runs) == len(before["confirm"]["trials"])
+
+
+def test_sync_replays_the_confirm_runs_and_the_parent_s_analysis(sweeps):
+    """`leoclr sync` into a fresh store gives the same confirm runs and parent metrics as live."""
+    from leoclr_platform.sweep import sync_sweep
+
+    live_uri, synced_uri = f"sqlite:///{sweeps / 'plain.db'}", f"sqlite:///{sweeps / 'synced.db'}"
+    sync_sweep("plain", storage=str(sweeps / "runs"), tracking_uri=synced_uri, out=lambda *a: None)
+    seen = []
+    for uri in (live_uri, synced_uri):
+        c = tracking.client(uri)
+        exp = c.get_experiment_by_name("leoclr/selection")
+        runs = c.search_runs([exp.experiment_id], "tags.sweep = 'plain' AND tags.stage = 'confirm'", max_results=100)
+        parent = c.search_runs([exp.experiment_id], "tags.sweep = 'plain' AND tags.role = 'sweep'")[0]
+        confirm = sorted((r.data.tags["confirm_of"], r.data.tags["seed"], r.info.status,
+                          r.data.metrics.get("val_knn_top1")) for r in runs)
+        analysis = {k: v for k, v in parent.data.metrics.items() if k.startswith(("importance_", "baseline_"))}
+        artifacts = {a.path for a in c.list_artifacts(parent.info.run_id)} & {"importance.json", "baseline.json"}
+        seen.append((confirm, analysis, artifacts))
+    assert seen[0][0] and seen[0][1] and seen[0][2] == {"importance.json", "baseline.json"}
+    assert seen[1] == seen[0]

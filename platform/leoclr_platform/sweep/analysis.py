@@ -39,3 +39,25 @@ def analyse_sweep(spec: SweepSpec, name: str, root: str, rdb, confirm: dict[str,
         artifacts.append(write_baseline(baseline, folder))
         metrics.update(parent_metrics(baseline))
     return {"artifacts": artifacts, "metrics": metrics, "tags": tags}
+
+
+def replayed_analysis(root: str) -> dict[str, Any]:
+    """What `analyse_sweep` gave the parent run, read back from the files it wrote in `root`
+    (`leoclr sync`: a synced parent run gets the same artifacts and metrics as the live one)."""
+    import json
+    from pathlib import Path
+
+    from leoclr_platform.sweep.baseline import BASELINE_FILE
+    from leoclr_platform.sweep.importance import IMPORTANCE_FILE, IMPORTANCE_PLOT
+
+    artifacts, metrics = [], {}
+    importance, plot, baseline = (Path(root) / f for f in (IMPORTANCE_FILE, IMPORTANCE_PLOT, BASELINE_FILE))
+    if importance.exists():
+        artifacts.append(importance)
+        metrics.update(importance_metrics(json.loads(importance.read_text())))
+    if plot.exists():
+        artifacts.append(plot)
+    if baseline.exists():
+        artifacts.append(baseline)
+        metrics.update(parent_metrics(json.loads(baseline.read_text())))
+    return {"artifacts": artifacts, "metrics": metrics, "tags": {}}

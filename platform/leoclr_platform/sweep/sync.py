@@ -71,10 +71,12 @@ def sync_sweep(name: str, *, storage: str | None = None, tracking_uri: str | Non
     tracker = tracking.SweepTracker(uri, experiment, name, max_epochs=spec.max_epochs, synchronous=True)
     tracker.open(tracking.sweep_record(spec, meta, root))
     summary_file = Path(root) / SUMMARY_FILE
-    rows = {r["trial_id"]: r for r in json.loads(summary_file.read_text())["trials"]} if summary_file.exists() else {}
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    rows = {r["trial_id"]: r for r in summary.get("trials", [])}
     trial_dirs = sorted(p for p in Path(root).iterdir() if (p / "params.json").exists())
     for trial_dir in trial_dirs:
         _replay_trial(tracker, spec, root, trial_dir, rows)
+    _replay_confirm_and_analysis(tracker, spec, root, summary)
     if rows:  # the same summary as the live sweep's end (finish_tracking)
         tracker.log_summary(*summary_metrics(list(rows.values()), spec.metric, spec.metric_mode,
                                              _strategies(tracker)))
@@ -83,6 +85,18 @@ def sync_sweep(name: str, *, storage: str | None = None, tracking_uri: str | Non
     out(f"synced sweep {name}: {len(trial_dirs)} trial(s) from {root} into {tracking.redact_uri(uri)} "
         f"(experiment {experiment!r}, run {tracker.parent_run_id})")
     return {"trials": len(trial_dirs), "parent_run_id": tracker.parent_run_id, "uri": uri}
+
+
+def _replay_confirm_and_analysis(tracker, spec: SweepSpec, root: str, summary: dict[str, Any]) -> None:
+    """The confirmation runs and the parent run's importance / baseline, as the live sweep
+    logged them (run.py `_fit`), from what it wrote to disk."""
+    from leoclr_platform.sweep.analysis import replayed_analysis
+    from leoclr_platform.sweep.confirm import track_confirm_rows
+
+    confirm_rows = (summary.get("confirm") or {}).get("trials") or []
+    if confirm_rows:
+        track_confirm_rows(tracker, spec, root, confirm_rows)
+    tracker.log_parent(**replayed_analysis(root))
 
 
 def _replay_trial(tracker, spec: SweepSpec, root: str, trial_dir: Path, rows: dict[str, dict]) -> None:
