@@ -25,11 +25,11 @@ endif
 demo: $(STAMP)
 	$(BIN)/leoclr sweep demo --name $(DEMO)
 	$(BIN)/leoclr promote --sweep $(DEMO)
-	$(BIN)/leoclr evaluate models:/leoclr-encoder@candidate --augment none
+	$(BIN)/leoclr evaluate models:/leoclr-encoder@candidate --protocols knn,linear,semi_10pct --augment none --set semi.epochs=3
 	$(BIN)/leoclr report $(DEMO)
 	@echo
 	@echo "Browse the sweep, its trials and the registered encoder in the MLflow UI:"
-	@echo "  $(BIN)/leoclr ui        then open http://127.0.0.1:5000"
+	@echo "  $(BIN)/leoclr ui    (prints the link to the runs table once the server answers; --open opens it)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

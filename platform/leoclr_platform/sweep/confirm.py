@@ -70,16 +70,19 @@ def strategy_of(spec: SweepSpec, params: dict[str, Any]) -> str:
 
 
 def select_configs(spec: SweepSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The best `top` finished configurations of each strategy by the objective (ties: the earlier
-    row, i.e. the trial Tune created first, as for the best trial; never the random trial id),
-    one entry per distinct config: {confirm_of, strategy, params, <metric>}. Strategies in order
-    of their first appearance in the rows."""
+    """The best `top` configurations of each strategy by the objective, one entry per distinct
+    config: {confirm_of, strategy, params, <metric>}. A strategy's finished trials come first; a
+    strategy whose every trial ASHA stopped is still confirmed, from the trials that went furthest
+    (the headline compares every searched strategy at the full budget, which is what
+    confirmation is for). Ties: the earlier row, i.e. the trial Tune created first, as for the
+    best trial; never the random trial id. Strategies in order of their first appearance."""
     top = int((spec.confirm or {}).get("top", 1))
     sign = -1 if spec.metric_mode == "max" else 1
-    finished = [r for r in rows if r["status"] == "COMPLETED" and r.get(spec.metric) is not None]
-    finished.sort(key=lambda r: sign * r[spec.metric])  # stable: ties keep the rows' order
+    ranked = [r for r in rows if r["status"] in ("COMPLETED", "STOPPED") and r.get(spec.metric) is not None]
+    # stable sort: finished first, then the furthest epoch, then the objective; ties keep row order
+    ranked.sort(key=lambda r: (r["status"] != "COMPLETED", -(r.get("epochs") or 0), sign * r[spec.metric]))
     chosen: dict[str, list[dict[str, Any]]] = {}
-    for r in finished:
+    for r in ranked:
         strategy = strategy_of(spec, r["params"])
         picks = chosen.setdefault(strategy, [])
         if len(picks) < top and all(p["params"] != r["params"] for p in picks):

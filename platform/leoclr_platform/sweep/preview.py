@@ -31,7 +31,7 @@ def dry_run_text(spec: spaces.SweepSpec) -> str:
     if spec.confirm:
         from leoclr_platform.sweep.confirm import confirm_seeds
 
-        lines.append(f"confirmation: the best {spec.confirm.get('top', 1)} finished configuration(s) of each "
+        lines.append(f"confirmation: the best {spec.confirm.get('top', 1)} configuration(s) of each "
                      f"strategy re-run for {spec.max_epochs} epochs (no ASHA) on seeds {confirm_seeds(spec)}")
     lines.append("\nfirst configurations:")
     lines += ["  " + json.dumps(cfg) for cfg in spaces.sample_configs(spec, min(5, spec.total_trials()))]

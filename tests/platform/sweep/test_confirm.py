@@ -43,8 +43,9 @@ def test_seeds_are_fresh_deterministic_and_shared():
 
 
 def test_best_finished_configs_of_each_strategy_by_validation():
-    """Stopped and failed trials never qualify (an earlier epoch's value), a duplicate config is
-    confirmed once, each strategy gets its own top K."""
+    """A strategy's finished trials come before its stopped ones (an earlier epoch's value);
+    failed trials never qualify; a duplicate config is confirmed once; each strategy gets its own
+    top K."""
     spec = smoke(confirm={"top": 2, "seeds": 2})
     rows = [row("a", "moco_v2", 50.0), row("b", "leoclr", 99.0, status="STOPPED"),
             row("c", "leoclr", 40.0), row("d", "moco_v2", 70.0), row("e", "moco_v2", 60.0),
@@ -60,6 +61,19 @@ def test_best_finished_configs_of_each_strategy_by_validation():
     # a tie goes to the earlier row (Tune's creation order), whatever the (random) trial ids say
     tied = [row("zz", "moco_v2", 70.0), row("aa", "moco_v2", 70.0, temperature=0.4)]
     assert [p["confirm_of"] for p in C.select_configs(spec, tied)] == ["zz", "aa"]
+
+
+def test_a_strategy_whose_trials_asha_all_stopped_is_still_confirmed():
+    """The headline compares every searched strategy: with no finished trial, the one that went
+    furthest (then the best value there) is confirmed at the full budget."""
+    spec = smoke(confirm={"top": 1, "seeds": 2})
+    rows = [row("a", "moco_v2", 60.0), row("b", "leoclr", 90.0, status="STOPPED"),
+            row("c", "leoclr", 70.0, status="STOPPED", temperature=0.3),
+            row("d", "leoclr", 99.0, status="ERROR", temperature=0.4)]
+    rows[0]["epochs"] = 4
+    rows[1]["epochs"], rows[2]["epochs"] = 1, 2   # c went further than b
+    assert [(p["strategy"], p["confirm_of"]) for p in C.select_configs(spec, rows)] == [
+        ("moco_v2", "a"), ("leoclr", "c")]
 
 
 def test_trial_cells_and_stage_tags():
