@@ -294,12 +294,24 @@ def test_grid_runs_every_cell_and_seed(ray_runtime, tmp_path):
                     # a grid needs the objective only at the end: epoch 1 reports no kNN (Tune
                     # must not insist on the metric in every result)
                     .replace("  knn_k: 10\n", "  knn_k: 10\n  knn_every: 2\n")
-                    .replace("seeds: [0]", "seeds: [0, 1]"))
+                    .replace("seeds: [0]", "seeds: [0, 1, 2]"))
     spec = spaces.load_space(str(path))
-    assert spec.total_trials() == 4 and spec.max_epochs == 2
-    outcome = run_sweep(SweepRequest(spec, name="grid", storage=str(tmp_path), track=False))
+    assert spec.total_trials() == 6 and spec.max_epochs == 2
+    uri = f"sqlite:///{tmp_path / 'grid.db'}"
+    outcome = run_sweep(SweepRequest(spec, name="grid", storage=str(tmp_path), tracking_uri=uri))
     cells = sorted((t["params"]["attraction_strategy"], t["seed"]) for t in outcome.trials)
-    assert cells == [("leoclr", 0), ("leoclr", 1), ("moco_v2", 0), ("moco_v2", 1)]
+    assert cells == [(s, seed) for s in ("leoclr", "moco_v2") for seed in (0, 1, 2)]
+    # a 2-strategy x 3-seed grid gives the report's paired table: leoclr vs moco_v2 on seeds 0, 1, 2
+    from leoclr_platform.report.command import report_sweep
+
+    report = report_sweep(uri, "grid", tmp_path / "report", out=lambda *a: None)
+    [comparison] = report.comparisons
+    assert (comparison.group, comparison.reference) == ("leoclr", "moco_v2")
+    assert sorted(map(int, comparison.seeds)) == [0, 1, 2] and comparison.n == 3 and comparison.ci is not None
+    value = {(t["params"]["attraction_strategy"], t["seed"]): t["val_knn_top1"] for t in outcome.trials}
+    diffs = [value[("leoclr", s)] - value[("moco_v2", s)] for s in (0, 1, 2)]
+    assert comparison.mean_diff == pytest.approx(sum(diffs) / 3)
+    assert "Paired comparisons" in report.markdown
     assert all(t["status"] == "COMPLETED" and t["epochs"] == 2 and t["val_knn_top1"] is not None
                for t in outcome.trials)
     for t in outcome.trials:
