@@ -4,6 +4,10 @@
 initialised torch.distributed process group (DDP; gloo on CPU, NCCL on GPU), so the same
 function serves `leoclr train` (one process), torchrun, and Ray Train's TorchTrainer workers.
 
+Why a little over 400 lines: one class, `Trainer`, whose methods (step, epoch, monitor,
+checkpoint, resume, fit) share its state; every pure piece it calls lives elsewhere (losses,
+views, models, distributed, checkpoint, monitor, progress).
+
 One step (momentum mechanism):
   views   = ViewMaker(images)                       # e.g. (X, X1, X2) for leoclr, on device
   q_i     = normalize(f_q(view_i))  for query views  # with gradient
