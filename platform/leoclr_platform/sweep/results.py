@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -43,7 +45,9 @@ class SweepOutcome:
 def summarize(spec: SweepSpec, name: str, root: str, results: Iterable) -> SweepOutcome:
     """Tune's results (`ray.tune.ResultGrid`, or objects with config/metrics/error/path) ->
     the outcome table; written to `<root>/summary.json` for a local root."""
-    rows = [_row(spec, r) for r in results]
+    # Tune's creation order, not the result grid's (which a restored experiment may reorder):
+    # ties for the best trial then go to the same trial before and after --resume
+    rows = sorted((_row(spec, r) for r in results), key=creation_index)
     best = best_trial(spec, rows)
     if best is not None:
         # the checkpoint of the value reported above (the trial's last epoch), which is also
@@ -74,6 +78,14 @@ def _row(spec: SweepSpec, result) -> dict[str, Any]:
     return {"trial_id": trial_id, "status": status, "epochs": epochs, spec.metric: metrics.get(spec.metric),
             "params": sampled, "seed": seed, "strategy": strategy, "error": error_line(result.error),
             "path": result.path, "stop": stop_reason(trial_id) if status == "STOPPED" else None}
+
+
+def creation_index(row: dict[str, Any]) -> int:
+    """The order Tune created a trial in, from its folder name `<trainable>_<trial id>_<index>_...`
+    (trial ids are random); rows without one sort last, in their given order."""
+    name = os.path.basename(str(row.get("path") or ""))
+    found = re.search(re.escape(str(row.get("trial_id"))) + r"_(\d+)_", name)
+    return int(found.group(1)) if found else 1 << 30
 
 
 def best_trial(spec: SweepSpec, rows: list[dict[str, Any]]) -> dict[str, Any] | None:

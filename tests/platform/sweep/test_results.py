@@ -94,3 +94,18 @@ def test_rows_carry_the_strategy_and_asha_s_decision_and_the_summary_reads_them(
     low, _ = R.summary_metrics(rows, "val_knn_top1", "min", strategies={"a": "leoclr"})
     assert low["best_val_knn_top1"] == 40.0 and low["leoclr_best_val_knn_top1"] == 40.0
     assert low["moco_v2_mean_val_knn_top1"] == 44.0
+
+
+def test_rows_follow_tune_s_creation_order_so_a_tie_survives_resume():
+    """A restored experiment may list its results in another order; the rows (and so the tie
+    for the best trial) follow the index Tune put in each trial's folder name."""
+    from leoclr_platform.sweep.results import best_row, creation_index
+
+    rows = [{"trial_id": "ffff0000", "path": "/r/train_driver_fn_ffff0000_4_t=0.2_2026", "v": 53.0, "status": "COMPLETED"},
+            {"trial_id": "aaaa1111", "path": "/r/train_driver_fn_aaaa1111_1_t=0.1_2026", "v": 53.0, "status": "COMPLETED"},
+            {"trial_id": "bbbb2222", "path": None, "v": 10.0, "status": "COMPLETED"}]
+    assert [creation_index(r) for r in rows] == [4, 1, 1 << 30]
+    ordered = sorted(rows, key=creation_index)
+    assert [r["trial_id"] for r in ordered] == ["aaaa1111", "ffff0000", "bbbb2222"]
+    for shuffled in (rows, rows[::-1]):
+        assert best_row(sorted(shuffled, key=creation_index), "v", "max")["trial_id"] == "aaaa1111"
