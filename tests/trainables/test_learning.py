@@ -28,7 +28,8 @@ validation gain (-0.9 to +3.1 on 224 images, one image = 0.45 points) is within 
 noise. The assertions leave room below the smallest measured gain: LeOCLR val >= +1 and
 test >= +2; MoCo-v2 test >= +1.5, and val no more than 3 points below the baseline (a
 collapsing or feature-destroying loop fails there). The test runs seed 0 on one thread (the
-first rows above).
+first rows above; each strategy in its own process, side by side: MoCo-v2 measured 69.2 val /
+59.8 test there, LeOCLR 75.4 / 69.3).
 """
 
 import pytest
