@@ -33,7 +33,7 @@ from processes import free_port, processes_naming, ray_start, raylet_of, stop_cl
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-EPOCHS = 5
+EPOCHS = 8  # long enough that the kill lands while the lost node still trains (5 raced an idle machine)
 #: Two cells, one per node (each node offers one CPU, a trial takes one).
 SPACE = f"""
 name: twonode
