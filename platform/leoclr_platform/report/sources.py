@@ -6,7 +6,6 @@ per-protocol child runs merged into their parent's row). Returns a `SweepContext
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -22,19 +21,12 @@ SPLIT_KEYS = {"training images": ("train_images", "data_pretrain_images", "n_tra
               "test images": ("test_images", "data_test_images", "n_test", "num_test")}
 
 
-@contextlib.contextmanager
 def _no_progress_bar():
-    """MLflow draws a progress bar per download; a report reads two small files."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    old = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
+    """MLflow draws a progress bar per download; a report reads two small files (the
+    environment is restored afterwards)."""
+    from unittest import mock
+
+    return mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
 
 
 def read_json_artifact(c, run_id: str, name: str) -> dict[str, Any] | None:
