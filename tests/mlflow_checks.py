@@ -25,11 +25,20 @@ def metric_steps(client, run, key: str = "loss") -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
 
 
-def assert_runs_match_outcome(uri: str, outcome) -> None:
-    """One child run per trial; epochs 1..n logged once each; status and model as the outcome says."""
+def assert_runs_match_outcome(uri: str, outcome, lost_ok: bool = False) -> None:
+    """One child run per trial; epochs 1..n logged once each; status and model as the outcome says.
+    With `lost_ok` (a sweep resumed after its driver was killed) a run whose trial the outcome
+    lacks is allowed if it ended FAILED with the lost-trial reason (SweepTracker.fail_lost_runs)."""
+    from leoclr_platform.tracking.sweep_runs import LOST_REASON
+
     client, parent, runs = tracked_runs(uri, outcome.name)
     assert parent.info.status == "FINISHED"
-    assert set(runs) == {t["trial_id"] for t in outcome.trials}
+    trials = {t["trial_id"] for t in outcome.trials}
+    if lost_ok:
+        for trial_id in set(runs) - trials:
+            lost = runs.pop(trial_id)
+            assert lost.info.status == "FAILED" and lost.data.tags["failure_reason"] == LOST_REASON, lost
+    assert set(runs) == trials, {"runs without a trial": set(runs) - trials, "trials without a run": trials - set(runs)}
     for row in outcome.trials:
         run = runs[row["trial_id"]]
         # stopped by ASHA: FINISHED (not a failure), told apart by the stopped_early tag

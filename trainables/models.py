@@ -16,7 +16,6 @@ import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 
 # ------------------------------------------------------------------------------------------
@@ -46,6 +45,10 @@ def build_backbone(name: str) -> tuple[nn.Module, int]:
     if name == "small_cnn":
         net = SmallCNN()
         return net, net.out_dim
+    # imported here: `import torchvision` pulls in torch._dynamo (through torchvision.ops), several
+    # CPU-seconds per process that a small_cnn trial never needs
+    import torchvision
+
     if name in ("resnet18", "resnet18_cifar"):
         net = torchvision.models.resnet18(weights=None)
     elif name == "resnet50":

@@ -323,5 +323,6 @@ def test_resume_after_the_driver_is_killed(ray_runtime, tmp_path):
     finished = [r for r in summary["trials"] if r["status"] in ("COMPLETED", "STOPPED")]
     assert len(finished) >= 3 and all(r["val_knn_top1"] is not None for r in finished)
     # MLflow (the store came from sweep.json): the same parent run, one run per trial, every
-    # epoch exactly once (trials cut by the kill were continued, not duplicated)
-    assert_runs_match_outcome(uri, SimpleNamespace(name="killed", trials=summary["trials"]))
+    # epoch exactly once (trials cut by the kill were continued, not duplicated); a trial started
+    # after Tune last saved its state cannot be continued: its run ends FAILED, saying why
+    assert_runs_match_outcome(uri, SimpleNamespace(name="killed", trials=summary["trials"]), lost_ok=True)

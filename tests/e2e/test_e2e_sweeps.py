@@ -189,6 +189,23 @@ def test_the_local_ray_runtime_serves_its_dashboard_on_127_0_0_1_only(ray_runtim
     assert listening_addresses(int(port)) == {"127.0.0.1"}
 
 
+def test_the_local_runtime_prestarts_no_workers_its_jobs_cannot_use(ray_runtime):
+    """start_local_ray hands the raylet RAY_prestart_worker_first_driver=0 (prestarted workers
+    lack the job's runtime_env and never run its work) and leaves the driver's environment as it
+    was."""
+    import ray
+
+    from leoclr_platform.sweep.runtime import PRESTART_ENV
+    from processes import processes
+
+    gcs_port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
+    (raylet,) = [pid for pid, _, args in processes()
+                 if args.split(" ", 1)[0].endswith("/raylet") and f":{gcs_port} " in args + " "]
+    environ = Path(f"/proc/{raylet}/environ").read_bytes().split(b"\0")
+    assert f"{PRESTART_ENV}=0".encode() in environ
+    assert PRESTART_ENV not in os.environ and "RAY_GCS_SERVER_PORT" not in os.environ
+
+
 # ---------------------------------------------------------------------------------------------
 # ASHA, divergence and a sparse kNN monitor in one search
 def mixed_space(tmp_path: Path) -> spaces.SweepSpec:

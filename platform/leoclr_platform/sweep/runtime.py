@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+from unittest import mock
 
 from leoclr_platform.errors import SweepError
 from leoclr_platform.spaces import SweepSpec
@@ -14,6 +15,8 @@ from leoclr_platform.sweep.compat import ray_num_cpus
 
 #: Settings of the driver's environment that trials must see too (cache and storage locations).
 PASSTHROUGH_ENV = ("LEOCLR_CACHE", "LEOCLR_STORAGE")
+#: Ray's setting (RayConfig prestart_worker_first_driver, read by the raylet from its environment).
+PRESTART_ENV = "RAY_prestart_worker_first_driver"
 
 
 def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -71,19 +74,22 @@ def start_local_ray(num_cpus: int | None = None) -> str:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         address = f"127.0.0.1:{port}"
-        os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+        # read by the processes ray.init starts: the GCS port; no prestarted workers, since Ray
+        # prestarts idle workers for the first driver but a job with a runtime_env (ours:
+        # env_vars) never runs on them (each cost the CPU-seconds of its start); a user's own
+        # setting of that wins
+        settings = {"RAY_GCS_SERVER_PORT": str(port), PRESTART_ENV: os.environ.get(PRESTART_ENV, "0")}
         env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": address,
                **{k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}}
         try:
             # "local": always a fresh in-process runtime, never some other `ray start` cluster
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                     log_to_driver=True, runtime_env={"env_vars": env})
+            with mock.patch.dict(os.environ, settings):
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                         log_to_driver=True, runtime_env={"env_vars": env})
             return address
         except Exception as exc:  # noqa: BLE001 - reported below with its cause
             last_error = exc
             ray.shutdown()
-        finally:
-            os.environ.pop("RAY_GCS_SERVER_PORT", None)
     raise SweepError(f"{type(last_error).__name__}: {last_error}",
                      message=f"could not start a local Ray runtime: {type(last_error).__name__}: {last_error}")
 

@@ -34,6 +34,7 @@ def finish_tracking(tracker, outcome: SweepOutcome, timeout: float = 300.0) -> d
             history = {e: h for e, h in history.items() if e <= row["epochs"]}
         tracker.backfill(trial_id, history)
         _end_trial(tracker, outcome.root, trial_id, row)
+    tracker.fail_lost_runs(row["trial_id"] for row in outcome.trials)
     tracker.log_summary(*summary_metrics(outcome.trials, outcome.metric, outcome.mode, _strategies(tracker)))
     summary = Path(outcome.root) / SUMMARY_FILE
     delivered = tracker.close("FINISHED", timeout=timeout, artifacts=[summary] if summary.exists() else [])
@@ -77,7 +78,8 @@ def sync_sweep(name: str, *, storage: str | None = None, tracking_uri: str | Non
     for trial_dir in trial_dirs:
         _replay_trial(tracker, spec, root, trial_dir, rows)
     _replay_confirm_and_analysis(tracker, spec, root, summary)
-    if rows:  # the same summary as the live sweep's end (finish_tracking)
+    if rows:  # the sweep ended: the same end as the live sweep's (finish_tracking)
+        tracker.fail_lost_runs(rows)
         tracker.log_summary(*summary_metrics(list(rows.values()), spec.metric, spec.metric_mode,
                                              _strategies(tracker)))
     tracker.close("FINISHED" if summary_file.exists() else "KILLED",

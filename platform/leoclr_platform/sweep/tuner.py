@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from typing import Iterator
+from unittest import mock
 
 from leoclr_platform.spaces import SweepSpec, define_by_run, grid_configs, make_sampler
 from leoclr_platform.sweep import trial
@@ -39,9 +40,9 @@ def build_tuner(ctx: trial.SweepContext, rdb, concurrency: int, *, resume: bool,
         verbose=verbose,
     )
     if spec.mode == "grid":
-        param_space, tune_config = _grid(spec, concurrency)
+        param_space, tune_config = _grid(spec, concurrency, reuse_actors(ctx))
     else:
-        param_space, tune_config = _search(spec, ctx.name, rdb, concurrency)
+        param_space, tune_config = _search(spec, ctx.name, rdb, concurrency, reuse_actors(ctx))
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
@@ -67,9 +68,21 @@ def build_confirm_tuner(ctx: trial.SweepContext, cells: list[dict], concurrency:
                                 progress_reporter=progress_reporter(ctx.spec, len(cells), cells=True),
                                 callbacks=callbacks, verbose=verbose)
     tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency, scheduler=FIFOScheduler(),
-                                  reuse_actors=False)
+                                  reuse_actors=reuse_actors(ctx))
     return tune.Tuner(trainable, param_space={"cell": tune.grid_search(cells)}, tune_config=tune_config,
                       run_config=run_config)
+
+
+def reuse_actors(ctx: trial.SweepContext) -> bool:
+    """Whether a finished trial's actor process runs the next trial.
+
+    Yes where the trial trains in its own actor (`trial.uses_ray_train` is false): the process
+    has already imported torch, the engine and MLflow (seconds of CPU per trial, more than a
+    short trial's training) and the trainable holds nothing between trials (the loop's state
+    lives in the Trainer of one call; Tune waits for the stopped training thread before reusing
+    the actor, and starts a new one if it does not end). No for a Ray Train trial: its actor owns
+    the Train controller, whose workers' placement group is only released when that owner dies."""
+    return ctx.in_trial
 
 
 def _trial_resources(ctx: trial.SweepContext) -> dict[str, float]:
@@ -82,7 +95,7 @@ def _trial_resources(ctx: trial.SweepContext) -> dict[str, float]:
     return {"CPU": 0, "memory": 100 * 1024 * 1024}
 
 
-def _grid(spec: SweepSpec, concurrency: int):
+def _grid(spec: SweepSpec, concurrency: int, reuse: bool):
     import ray.tune as tune
     from ray.tune.schedulers import FIFOScheduler
 
@@ -92,10 +105,10 @@ def _grid(spec: SweepSpec, concurrency: int):
     # grid with knn_every > 1 reports kNN only every few epochs (nothing here ranks trials by
     # it; summarize reads spec.metric)
     return {"cell": tune.grid_search(cells)}, tune.TuneConfig(
-        num_samples=1, max_concurrent_trials=concurrency, scheduler=FIFOScheduler(), reuse_actors=False)
+        num_samples=1, max_concurrent_trials=concurrency, scheduler=FIFOScheduler(), reuse_actors=reuse)
 
 
-def _search(spec: SweepSpec, study_name: str, rdb, concurrency: int):
+def _search(spec: SweepSpec, study_name: str, rdb, concurrency: int, reuse: bool):
     import ray.tune as tune
 
     from leoclr_platform.sweep.asha import RecordingASHA
@@ -110,10 +123,7 @@ def _search(spec: SweepSpec, study_name: str, rdb, concurrency: int):
                               reduction_factor=spec.reduction_factor)
     return {}, tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.total_trials(),
                                metric=spec.metric, mode=spec.metric_mode, max_concurrent_trials=concurrency,
-                               # a finished trial's actor must exit: the Train controller it owns
-                               # (and its workers' placement group) is only released when its
-                               # owner dies
-                               reuse_actors=False)
+                               reuse_actors=reuse)
 
 
 def progress_reporter(spec: SweepSpec, total: int, cells: bool | None = None):
@@ -151,12 +161,5 @@ def objective_checking(spec: SweepSpec) -> Iterator[None]:
     if spec.fixed_values().get("knn_every", 1) == 1:
         yield
         return
-    before = os.environ.get(STRICT_METRIC_ENV)
-    os.environ[STRICT_METRIC_ENV] = "1"
-    try:
+    with mock.patch.dict(os.environ, {STRICT_METRIC_ENV: "1"}):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(STRICT_METRIC_ENV, None)
-        else:
-            os.environ[STRICT_METRIC_ENV] = before

@@ -13,7 +13,8 @@ What lands where (docs/tracking.md has the full picture):
   times       start = when the trial started, end = its last result (or its failure), never
               when tracking caught up
   status      FINISHED (all epochs, or stopped early by ASHA: tag stopped_early and the reason in
-              the description) or FAILED (tag failure_reason); KILLED only for an interrupted sweep
+              the description) or FAILED (tag failure_reason; also a trial lost with a killed driver
+              that the resumed sweep could not continue); KILLED only for an interrupted sweep
 
 One writer: the sweep driver (Tune callback, `run_sweep`, `leoclr sync`), never the training
 workers. Idempotent, so a retried, resumed or re-synced trial never duplicates anything: runs
@@ -47,6 +48,9 @@ __all__ = ["EPOCH_METRICS", "METRIC_SOURCES", "SYSTEM_PREFIX", "SweepTracker", "
 ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
 #: The tag of a trial ASHA stopped early (read by the report and the UI filter).
 STOPPED_TAG = "stopped_early"
+#: failure_reason of a run whose trial the resumed sweep could not continue (fail_lost_runs).
+LOST_REASON = ("lost: the sweep's driver was stopped while this trial ran, before Tune saved it in its "
+               "experiment state, so the resumed sweep could not continue it (its epochs stay logged)")
 
 
 @dataclass
@@ -328,6 +332,23 @@ class SweepTracker:
                 self.client.log_artifact(self.parent_run_id, str(path))
 
         self._submit(log, f"sweep {self.sweep}: results of the sweep")
+
+    def fail_lost_runs(self, kept: Iterable[str]) -> None:
+        """End as FAILED, with the reason, every trial run of this sweep still RUNNING whose trial
+        is neither in `kept` nor known to this tracker: a trial started just before a driver was
+        killed, after Tune last saved its experiment state, is not in the restored experiment and
+        is never continued (its Optuna trial is failed likewise, sweep/study.py). Its epochs stay
+        logged. Queued behind everything else, so the runs of known trials are ended first."""
+        def deliver() -> None:
+            known = set(kept) | set(self.trials)
+            query = f"tags.sweep = '{self.sweep}' AND tags.role = '{ROLE_TRIAL}' AND attributes.status = 'RUNNING'"
+            for run in self.client.search_runs([self.experiment_id], query, max_results=1000):
+                if run.data.tags.get("trial_id") in known:
+                    continue
+                self.client.set_tag(run.info.run_id, "failure_reason", LOST_REASON)
+                self.client.set_terminated(run.info.run_id, "FAILED")
+
+        self._submit(deliver, f"sweep {self.sweep}: runs of lost trials")
 
     # -- the end ---------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:

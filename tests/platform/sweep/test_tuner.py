@@ -13,7 +13,7 @@ from leoclr_platform.sweep.optuna_search import SafeOptunaSearch
 from leoclr_platform.sweep.study import open_study_storage
 from leoclr_platform.sweep.trial import SweepContext
 from leoclr_platform.sweep.tuner import STRICT_METRIC_ENV, _grid, _search, _trial_resources, build_tuner, \
-    objective_checking, progress_reporter
+    objective_checking, progress_reporter, reuse_actors
 
 
 def grid_spec():
@@ -25,14 +25,14 @@ def grid_spec():
 def test_a_search_is_tpe_and_asha_on_the_objective(tmp_path):
     spec = spaces.load_space("smoke")
     _, rdb = open_study_storage(str(tmp_path), None)
-    param_space, config = _search(spec, "s1", rdb, concurrency=2)
+    param_space, config = _search(spec, "s1", rdb, concurrency=2, reuse=True)
     assert param_space == {} and isinstance(config.search_alg, SafeOptunaSearch)
     assert (config.metric, config.mode, config.num_samples, config.max_concurrent_trials) == ("val_knn_top1", "max", 3, 2)
-    assert not config.reuse_actors  # a finished trial's actor (and what it owns) must go
+    assert config.reuse_actors
 
 
 def test_a_grid_runs_every_cell_and_seed_with_every_key(tmp_path):
-    param_space, config = _grid(grid_spec(), concurrency=3)
+    param_space, config = _grid(grid_spec(), concurrency=3, reuse=False)
     cells = param_space["cell"]["grid_search"]
     assert len(cells) == 6 and config.metric is None and config.max_concurrent_trials == 3
     assert all(set(c) == {"attraction_strategy", "enqueue", "seed"} for c in cells)  # None where `when` fails
@@ -46,6 +46,21 @@ def test_a_trial_holds_the_worker_s_resources_only_when_it_trains_itself(tmp_pat
     assert _trial_resources(SweepContext("s", gpu, str(tmp_path), "")) == {"CPU": 1, "GPU": 1}
     train = dataclasses.replace(spec, workers=2)
     assert _trial_resources(SweepContext("s", train, str(tmp_path), ""))["CPU"] == 0
+
+
+def test_trial_actors_are_reused_only_when_the_trial_trains_in_its_own_actor(tmp_path):
+    spec = spaces.load_space("smoke")
+    assert reuse_actors(SweepContext("s", spec, str(tmp_path), ""))  # one worker: in the trial actor
+    # a Ray Train trial's actor owns the Train controller (and its placement group): it must go
+    assert not reuse_actors(SweepContext("s", dataclasses.replace(spec, workers=2), str(tmp_path), ""))
+    assert not reuse_actors(SweepContext("s", spec, "s3://bucket/sweeps/s", ""))  # a URI storage: Ray Train
+    root = tmp_path / "s1"
+    root.mkdir()
+    _, rdb = open_study_storage(str(root), None)
+    for space, expected in ((spec, True), (dataclasses.replace(spec, workers=2), False)):
+        tuner = build_tuner(SweepContext("s1", space, str(root), str(root / "train")), rdb, 1, resume=False,
+                            verbose=0, callbacks=[])
+        assert tuner._local_tuner._tune_config.reuse_actors is expected
 
 
 def test_the_tuner_is_built_without_starting_ray(tmp_path):

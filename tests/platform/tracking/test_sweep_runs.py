@@ -86,6 +86,29 @@ def test_a_restarted_trial_continues_its_run_and_backfills_what_it_lacks(mlflow_
     assert values == {1: 41.0, 2: 42.0, 3: 43.0}
 
 
+def test_a_trial_lost_with_a_killed_driver_ends_failed_with_the_reason(mlflow_uri):
+    """The killed driver had started t2 (its run is RUNNING with an epoch logged) after Tune last
+    saved its state; the resumed driver knows t1 only. Its end fails t2's run, saying why, keeps
+    its epoch, and leaves the runs of known trials alone (t3: known to this driver, still open)."""
+    from leoclr_platform.tracking.sweep_runs import LOST_REASON
+
+    spec, _, first = open_tracker(mlflow_uri, max_epochs=2)
+    for trial_id in ("t1", "t2", "t3"):
+        first.trial_started(trial_id, trial_config_dict(spec))
+        first.epoch(trial_id, result(1, 40.0))
+    first.close("KILLED")
+    _, _, resumed = open_tracker(mlflow_uri, max_epochs=2)
+    resumed.trial_started("t3", trial_config_dict(spec))
+    resumed.trial_ended("t1", status="FINISHED")
+    resumed.fail_lost_runs(["t1"])
+    resumed.close()
+    client, _, runs = tracked_runs(mlflow_uri, "s1")
+    assert runs["t1"].info.status == "FINISHED" and "failure_reason" not in runs["t1"].data.tags
+    assert runs["t2"].info.status == "FAILED" and runs["t2"].data.tags["failure_reason"] == LOST_REASON
+    assert metric_steps(client, runs["t2"]) == [1]  # what it logged stays
+    assert runs["t3"].info.status == "RUNNING"
+
+
 def test_the_background_logger_delivers_everything_before_close_returns(mlflow_uri):
     spec, _, tracker = open_tracker(mlflow_uri, synchronous=False)
     tracker.trial_started("t1", trial_config_dict(spec))
