@@ -31,8 +31,10 @@ demo: $(STAMP)
 	@echo "Browse the sweep, its trials and the registered encoder in the MLflow UI:"
 	@echo "  $(BIN)/leoclr ui    (prints the link to the runs table once the server answers; --open opens it)"
 
+# two pytest-xdist workers, whole modules each (tests/conftest.py orders the slow ones longest
+# first, after every fast test); `.venv/bin/python -m pytest tests` runs the same tests in one process
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache
