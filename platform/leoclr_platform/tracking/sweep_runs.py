@@ -67,6 +67,7 @@ class TrialRun:
     last_stamp: float | None = None  # s: the timestamp of its latest result
     ended_at: float | None = None  # s: its end, fixed by the first trial_ended
     has_data: bool = False  # dataset inputs logged
+    has_config: bool = False  # params and the config.json artifact logged (for `config`)
 
 
 class SweepTracker:
@@ -181,16 +182,28 @@ class SweepTracker:
 
     def _ensure_run(self, trial_id: str, tags: Mapping[str, str] | None = None, reopen: bool = False) -> str:
         state = self.trials.setdefault(trial_id, TrialRun())
-        if state.run_id is not None:
-            return state.run_id
-        found = self._find_runs(ROLE_TRIAL, trial_id)
-        if found:
-            self._adopt_run(state, found[0], reopen)
-        else:
-            state.run_id = self._create_trial_run(trial_id, state, tags)
-        if state.config:
+        if state.run_id is None:
+            found = self._find_runs(ROLE_TRIAL, trial_id)
+            if found:
+                self._adopt_run(state, found[0], reopen)
+            else:
+                state.run_id = self._create_trial_run(trial_id, state, tags)
+        if state.config and not state.has_config:
+            # here, not at creation: if the store goes away between creating the run and this,
+            # the retried call finds the run (state.run_id) and still logs what it lacks
             self._log_params(state.run_id, trial_params(state.config))
+            self._log_config(state.run_id, state.config)
+            state.has_config = True
         return state.run_id
+
+    def _log_config(self, run_id: str, config: Mapping[str, Any]) -> None:
+        """The full values (params are rounded for display) as the artifact config.json."""
+        if any(a.path == "config.json" for a in self.client.list_artifacts(run_id)):
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.json"
+            path.write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+            self.client.log_artifact(run_id, str(path))
 
     def _adopt_run(self, state: TrialRun, run, reopen: bool) -> None:
         """Continue an existing run: what it has logged is not logged again."""
@@ -212,13 +225,8 @@ class SweepTracker:
                              DESCRIPTION_TAG: trial_description(self.sweep, config, self.searched, self.max_epochs)})
         name = trial_run_name(config, self.searched, trial_id, self.show_seed) if config else f"trial #{trial_id}"
         start = int((state.start_time or time.time()) * 1000)
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=scrub(run_tags), start_time=start)
-        if config:  # the full values (params are rounded for display)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "config.json"
-                path.write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
-                self.client.log_artifact(run.info.run_id, str(path))
-        return run.info.run_id
+        return self.client.create_run(self.experiment_id, run_name=name, tags=scrub(run_tags),
+                                      start_time=start).info.run_id
 
     def epoch(self, trial_id: str, result: Mapping[str, Any]) -> None:
         """One reported epoch of a trial (a Tune result): logged once, with step=epoch."""

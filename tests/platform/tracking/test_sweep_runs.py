@@ -86,6 +86,37 @@ def test_a_restarted_trial_continues_its_run_and_backfills_what_it_lacks(mlflow_
     assert values == {1: 41.0, 2: 42.0, 3: 43.0}
 
 
+def test_a_store_lost_between_creating_a_run_and_its_params_still_gets_the_params(mlflow_uri):
+    """The store goes away right after a trial's run is created (its params and config.json not
+    yet logged): the retried call (the logger retries the same operation) finds the run and logs
+    what it lacks. Found under load in the tracking-server outage test (a run with no params)."""
+    spec, _, tracker = open_tracker(mlflow_uri, max_epochs=2)
+    real = tracker.client
+    failed = []
+
+    class StoreGoneOnce:  # the real client, but the first log_batch meets a store that is away
+        def __getattr__(self, name):
+            if name == "log_batch" and not failed:
+                def gone(*args, **kwargs):
+                    failed.append(name)
+                    raise ConnectionError("the store went away")
+                return gone
+            return getattr(real, name)
+
+    tracker.client = StoreGoneOnce()
+    config = trial_config_dict(spec)
+    with pytest.raises(ConnectionError):
+        tracker.trial_started("t1", config)  # the run is created, its params fail
+    tracker.epoch("t1", result(1, 40.0))  # the next call on the run (a retry does the same)
+    tracker.client = real
+    tracker.close()
+    client, _, runs = tracked_runs(mlflow_uri, "s1")
+    run = runs["t1"]  # one run, not two
+    assert failed and run.data.params["attraction_strategy"] == "leoclr" and run.data.params["epochs"] == "2"
+    assert "config.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert metric_steps(client, run) == [1]
+
+
 def test_a_trial_lost_with_a_killed_driver_ends_failed_with_the_reason(mlflow_uri):
     """The killed driver had started t2 (its run is RUNNING with an epoch logged) after Tune last
     saved its state; the resumed driver knows t1 only. Its end fails t2's run, saying why, keeps
