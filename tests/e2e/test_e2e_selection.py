@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from leoclr_platform import tracking
+from leoclr_platform.sweep.results import creation_index
 from trainables.data.load import PERMUTE_TEST_LABELS_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,16 +74,10 @@ def _sweep(tmp_path: Path, name: str, *extra: str, permute: bool = False) -> Non
     _wait(_start(tmp_path, name, *extra, permute=permute))
 
 
-def _order(row: dict) -> int:
-    """The order Tune created a trial in: its folder is <trainable>_<trial id>_<index>_<params>_<time>
-    (trial ids are random per sweep)."""
-    return int(re.search(re.escape(row["trial_id"]) + r"_(\d+)_", os.path.basename(row["path"])).group(1))
-
-
 def _decisions(summary: dict) -> dict:
     """What selection decided, with the trial ids (random per sweep) replaced by creation order."""
-    rows = sorted(summary["trials"], key=_order)
-    index = {r["trial_id"]: _order(r) for r in rows}
+    rows = sorted(summary["trials"], key=creation_index)
+    index = {r["trial_id"]: creation_index(r) for r in rows}
     confirm = summary["confirm"]
     return {
         "trials": [(r["params"], r["status"], r["epochs"], r["val_knn_top1"]) for r in rows],
@@ -116,7 +110,7 @@ def test_permuted_test_labels_change_no_decision(sweeps):
     assert _decisions(plain) == _decisions(permuted)
     assert len(plain["trials"]) == 5 and plain["best"] is not None
     # the permutation did reach the trials: the test metrics (reported only) differ
-    tests = [sorted((_order(r), r["seed"], r["test_knn_top1"]) for r in s["confirm"]["trials"])
+    tests = [sorted((creation_index(r), r["seed"], r["test_knn_top1"]) for r in s["confirm"]["trials"])
              for s in (plain, permuted)]
     assert all(v is not None for _, _, v in tests[0])
     assert tests[0] != tests[1]
